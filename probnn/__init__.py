@@ -1,0 +1,46 @@
+"""probnn: probabilistic programming with effect handlers on JAX, for Flax users.
+
+>>> import probnn
+>>> import probnn.distributions as dist
+>>> def model(y=None):
+...     mu = probnn.sample("mu", dist.Normal(0.0, 1.0))
+...     with probnn.plate("data", 3):
+...         probnn.sample("y", dist.Normal(mu, 1.0), obs=y)
+>>> tr = probnn.handlers.trace(probnn.handlers.seed(model, rng_seed=0)).get_trace()
+>>> tr["y"]["value"].shape
+(3,)
+"""
+
+from probnn import distributions, handlers, infer
+from probnn.control_flow import scan
+from probnn.distributions import enable_validation
+from probnn.primitives import (
+    deterministic,
+    factor,
+    module,
+    param,
+    plate,
+    plate_stack,
+    prng_key,
+    sample,
+    subsample,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "deterministic",
+    "distributions",
+    "enable_validation",
+    "factor",
+    "handlers",
+    "infer",
+    "module",
+    "param",
+    "plate",
+    "plate_stack",
+    "prng_key",
+    "sample",
+    "scan",
+    "subsample",
+]

@@ -1,0 +1,1 @@
+"""NumPyro-compatible import paths (aliases only)."""

@@ -1,0 +1,500 @@
+"""The `Distribution` base class and the shape wrappers every family shares.
+
+Distributions are pytrees. Each class names its array fields in
+``pytree_data_fields`` and its static fields in ``pytree_aux_fields``; the base
+class does the flattening. When a distribution comes back from
+``jax.lax.scan`` or ``jax.vmap`` with extra leading dims on its arrays, those
+dims become leading batch dims: a scan over ``T`` steps of ``Normal(0., 1.)``
+is a ``Normal`` with batch shape ``(T,)``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from probnn.distributions import constraints
+from probnn.distributions.util import is_concrete, sum_rightmost
+
+__all__ = [
+    "Delta",
+    "Distribution",
+    "ExpandedDistribution",
+    "Independent",
+    "MaskedDistribution",
+    "Unit",
+    "enable_validation",
+]
+
+_VALIDATION = {"enabled": False}
+
+
+def enable_validation(is_validate: bool = True) -> None:
+    """Turn argument and support checks on (or off) for distributions created
+    afterwards that do not pass ``validate_args`` themselves.
+
+    Checks run on concrete values only; under ``jit`` they are skipped.
+    """
+    _VALIDATION["enabled"] = bool(is_validate)
+
+
+def _leaf_ndim(value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, Distribution):
+        return len(value.batch_shape)
+    return np.ndim(value)
+
+
+def _leaf_shape(value) -> tuple[int, ...]:
+    if isinstance(value, Distribution):
+        return value.batch_shape
+    return tuple(np.shape(value))
+
+
+class Distribution:
+    """Base class of probnn distributions.
+
+    Subclasses call ``super().__init__(batch_shape, event_shape,
+    validate_args=...)`` and implement ``sample`` and ``log_prob``.
+
+    Args:
+        batch_shape: shape of independent, not identically distributed draws.
+        event_shape: shape of a single draw.
+        validate_args: check parameters against ``arg_constraints`` now and
+            values against ``support`` in ``log_prob``; ``None`` follows
+            :func:`enable_validation`.
+    """
+
+    arg_constraints: ClassVar[dict[str, constraints.Constraint]] = {}
+    support: constraints.Constraint = constraints.real
+    has_enumerate_support: ClassVar[bool] = False
+    has_rsample: ClassVar[bool] = False
+    pytree_data_fields: ClassVar[tuple[str, ...]] = ()
+    pytree_aux_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        jax.tree_util.register_pytree_node(cls, cls._tree_flatten, cls._tree_unflatten)
+
+    def __init__(
+        self,
+        batch_shape: tuple[int, ...] = (),
+        event_shape: tuple[int, ...] = (),
+        *,
+        validate_args: bool | None = None,
+    ):
+        self._batch_shape = tuple(int(d) for d in batch_shape)
+        self._event_shape = tuple(int(d) for d in event_shape)
+        if validate_args is None:
+            validate_args = _VALIDATION["enabled"]
+        self._validate_args = bool(validate_args)
+        if self._validate_args:
+            self._check_args()
+
+    # -- pytree --------------------------------------------------------------
+    def _tree_flatten(self):
+        children = tuple(getattr(self, name) for name in self.pytree_data_fields)
+        aux = (
+            tuple(getattr(self, name) for name in self.pytree_aux_fields),
+            tuple(_leaf_ndim(child) for child in children),
+            self._batch_shape,
+            self._event_shape,
+            self._validate_args,
+        )
+        return children, aux
+
+    @classmethod
+    def _tree_unflatten(cls, aux, children):
+        aux_values, ndims, batch_shape, event_shape, validate_args = aux
+        self = cls.__new__(cls)
+        for name, value in zip(cls.pytree_aux_fields, aux_values):
+            setattr(self, name, value)
+        for name, value in zip(cls.pytree_data_fields, children):
+            setattr(self, name, value)
+        # Leaves may have gained leading dims (stacked by scan, batched by
+        # vmap) or lost them (indexed); the batch shape follows.
+        for child, ndim in zip(children, ndims):
+            if ndim is None:
+                continue
+            shape = _leaf_shape(child)
+            extra = len(shape) - ndim
+            if extra > 0:
+                batch_shape = shape[:extra] + batch_shape
+            elif extra < 0:
+                batch_shape = batch_shape[-extra:]
+            break
+        self._batch_shape = tuple(batch_shape)
+        self._event_shape = event_shape
+        self._validate_args = validate_args
+        return self
+
+    # -- shapes --------------------------------------------------------------
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        return self._batch_shape
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return self._event_shape
+
+    @property
+    def event_dim(self) -> int:
+        return len(self._event_shape)
+
+    def shape(self, sample_shape: tuple[int, ...] = ()) -> tuple[int, ...]:
+        """``sample_shape + batch_shape + event_shape``."""
+        return tuple(sample_shape) + self.batch_shape + self.event_shape
+
+    # -- behaviour -----------------------------------------------------------
+    def sample(self, key, sample_shape: tuple[int, ...] = ()):
+        """Draw samples of shape ``sample_shape + batch_shape + event_shape``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement sample")
+
+    def sample_with_intermediates(self, key, sample_shape=()):
+        return self.sample(key, sample_shape), []
+
+    def __call__(self, *args, rng_key=None, sample_shape=(), **kwargs):
+        return self.sample(rng_key, sample_shape)
+
+    def log_prob(self, value):
+        """Log density (or mass) of ``value``; shape ``sample_shape + batch_shape``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement log_prob")
+
+    @property
+    def mean(self):
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form mean")
+
+    @property
+    def variance(self):
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form variance")
+
+    def enumerate_support(self, expand: bool = True):
+        """All values of a finite discrete distribution along a new leading dim."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no finite support to enumerate"
+        )
+
+    def expand(self, batch_shape) -> Distribution:
+        """Broadcast to a larger ``batch_shape`` (new draws along new dims)."""
+        batch_shape = tuple(batch_shape)
+        if batch_shape == self.batch_shape:
+            return self
+        return ExpandedDistribution(self, batch_shape)
+
+    def expand_by(self, sample_shape) -> Distribution:
+        return self.expand(tuple(sample_shape) + self.batch_shape)
+
+    def to_event(self, reinterpreted_batch_ndims: int | None = None) -> Distribution:
+        """Treat the rightmost batch dims (all of them by default) as event dims."""
+        if reinterpreted_batch_ndims is None:
+            reinterpreted_batch_ndims = len(self.batch_shape)
+        if reinterpreted_batch_ndims == 0:
+            return self
+        return Independent(self, reinterpreted_batch_ndims)
+
+    def mask(self, mask) -> Distribution:
+        """Zero the log density where the boolean ``mask`` is False."""
+        if not isinstance(mask, bool) and jnp.result_type(mask) != jnp.bool_:
+            raise TypeError(
+                f"{type(self).__name__}.mask expects a boolean mask, "
+                f"got dtype {jnp.result_type(mask)}"
+            )
+        if mask is True:
+            return self
+        return MaskedDistribution(self, mask)
+
+    # -- validation ----------------------------------------------------------
+    def _check_args(self) -> None:
+        for name, constraint in self.arg_constraints.items():
+            value = getattr(self, name, None)
+            if value is None or constraint is constraints.dependent:
+                continue
+            if is_concrete(value) and not bool(jnp.all(constraint(value))):
+                raise ValueError(
+                    f"{type(self).__name__}: parameter {name!r} must satisfy "
+                    f"{constraint!r}, got {value!r}"
+                )
+
+    def _validate_sample(self, value) -> None:
+        if not self._validate_args or not is_concrete(value):
+            return
+        if self.support is constraints.dependent:
+            return
+        if not bool(jnp.all(self.support(value))):
+            raise ValueError(
+                f"{type(self).__name__}: value {value!r} is outside the support "
+                f"{self.support!r}"
+            )
+
+    def __repr__(self):
+        return (
+            f"{type(self).__name__}(batch_shape={self.batch_shape}, "
+            f"event_shape={self.event_shape})"
+        )
+
+
+class ExpandedDistribution(Distribution):
+    """``base`` broadcast to a larger batch shape with independent draws."""
+
+    pytree_data_fields = ("base_dist",)
+    pytree_aux_fields = ()
+
+    def __init__(self, base_dist: Distribution, batch_shape, *, validate_args=None):
+        batch_shape = tuple(batch_shape)
+        base_shape = base_dist.batch_shape
+        compatible = len(batch_shape) >= len(base_shape) and all(
+            b in (1, e)
+            for b, e in zip(base_shape[::-1], batch_shape[::-1], strict=False)
+        )
+        if not compatible:
+            raise ValueError(
+                f"cannot expand {type(base_dist).__name__} with batch shape "
+                f"{base_shape} to batch shape {batch_shape}"
+            )
+        self.base_dist = base_dist
+        super().__init__(batch_shape, base_dist.event_shape, validate_args=False)
+
+    @property
+    def support(self):
+        return self.base_dist.support
+
+    @property
+    def has_enumerate_support(self):
+        return self.base_dist.has_enumerate_support
+
+    @property
+    def has_rsample(self):
+        return self.base_dist.has_rsample
+
+    def _layout(self):
+        """New leading dims, and the base dims of size 1 that must be widened."""
+        base_shape = self.base_dist.batch_shape
+        leading = self.batch_shape[: len(self.batch_shape) - len(base_shape)]
+        tail = self.batch_shape[len(leading) :]
+        widened = [
+            j for j, (b, e) in enumerate(zip(base_shape, tail)) if b == 1 and e != 1
+        ]
+        return leading, tail, widened
+
+    def sample(self, key, sample_shape=()):
+        sample_shape = tuple(sample_shape)
+        leading, tail, widened = self._layout()
+        widths = tuple(tail[j] for j in widened)
+        x = self.base_dist.sample(key, sample_shape + leading + widths)
+        # x: sample + leading + widths + base batch + event. Move each width axis
+        # into the place of the size-1 base axis it replaces.
+        front = len(sample_shape) + len(leading)
+        base_start = front + len(widths)
+        x = jnp.squeeze(x, axis=tuple(base_start + j for j in widened))
+        kept = [j for j in range(len(tail)) if j not in widened]
+        order = list(range(front))
+        for j in range(len(tail)):
+            if j in widened:
+                order.append(front + widened.index(j))
+            else:
+                order.append(front + len(widths) + kept.index(j))
+        order += list(range(front + len(tail), x.ndim))
+        x = jnp.transpose(x, order)
+        return jnp.broadcast_to(x, sample_shape + self.batch_shape + self.event_shape)
+
+    def log_prob(self, value):
+        log_prob = self.base_dist.log_prob(value)
+        shape = jnp.broadcast_shapes(jnp.shape(log_prob), self.batch_shape)
+        return jnp.broadcast_to(log_prob, shape)
+
+    def enumerate_support(self, expand=True):
+        values = self.base_dist.enumerate_support(expand=False)
+        extra = len(self.batch_shape) - len(self.base_dist.batch_shape)
+        values = jnp.reshape(values, values.shape[:1] + (1,) * extra + values.shape[1:])
+        if expand:
+            values = jnp.broadcast_to(
+                values, values.shape[:1] + self.batch_shape + self.event_shape
+            )
+        return values
+
+    @property
+    def mean(self):
+        return jnp.broadcast_to(self.base_dist.mean, self.shape())
+
+    @property
+    def variance(self):
+        return jnp.broadcast_to(self.base_dist.variance, self.shape())
+
+
+class Independent(Distribution):
+    """Reinterpret the rightmost ``reinterpreted_batch_ndims`` batch dims of
+    ``base_dist`` as event dims.
+
+    >>> import probnn.distributions as dist
+    >>> d = dist.Normal(jnp.zeros(3), 1.0).to_event(1)
+    >>> d.batch_shape, d.event_shape
+    ((), (3,))
+    """
+
+    pytree_data_fields = ("base_dist",)
+    pytree_aux_fields = ("reinterpreted_batch_ndims",)
+
+    def __init__(
+        self,
+        base_dist: Distribution,
+        reinterpreted_batch_ndims: int,
+        *,
+        validate_args=None,
+    ):
+        n = int(reinterpreted_batch_ndims)
+        if not 0 <= n <= len(base_dist.batch_shape):
+            raise ValueError(
+                f"Independent: reinterpreted_batch_ndims={reinterpreted_batch_ndims} "
+                f"must be between 0 and the {len(base_dist.batch_shape)} batch dims "
+                f"of {type(base_dist).__name__}"
+            )
+        self.base_dist = base_dist
+        self.reinterpreted_batch_ndims = n
+        split = len(base_dist.batch_shape) - n
+        super().__init__(
+            base_dist.batch_shape[:split],
+            base_dist.batch_shape[split:] + base_dist.event_shape,
+            validate_args=False,
+        )
+
+    @property
+    def support(self):
+        return constraints.independent(
+            self.base_dist.support, self.reinterpreted_batch_ndims
+        )
+
+    @property
+    def has_enumerate_support(self):
+        return False
+
+    @property
+    def has_rsample(self):
+        return self.base_dist.has_rsample
+
+    def sample(self, key, sample_shape=()):
+        return self.base_dist.sample(key, sample_shape)
+
+    def log_prob(self, value):
+        return sum_rightmost(
+            self.base_dist.log_prob(value), self.reinterpreted_batch_ndims
+        )
+
+    @property
+    def mean(self):
+        return self.base_dist.mean
+
+    @property
+    def variance(self):
+        return self.base_dist.variance
+
+
+class MaskedDistribution(Distribution):
+    """``base_dist`` whose log density is zero where ``mask`` is False."""
+
+    pytree_data_fields = ("base_dist", "_mask")
+
+    def __init__(self, base_dist: Distribution, mask, *, validate_args=None):
+        self.base_dist = base_dist
+        self._mask = mask
+        batch_shape = jnp.broadcast_shapes(jnp.shape(mask), base_dist.batch_shape)
+        super().__init__(batch_shape, base_dist.event_shape, validate_args=False)
+
+    @property
+    def support(self):
+        return self.base_dist.support
+
+    @property
+    def has_enumerate_support(self):
+        return self.base_dist.has_enumerate_support
+
+    @property
+    def has_rsample(self):
+        return self.base_dist.has_rsample
+
+    def sample(self, key, sample_shape=()):
+        value = self.base_dist.sample(key, sample_shape)
+        return jnp.broadcast_to(value, tuple(sample_shape) + self.shape())
+
+    def log_prob(self, value):
+        log_prob = self.base_dist.log_prob(value)
+        shape = jnp.broadcast_shapes(jnp.shape(log_prob), self.batch_shape)
+        return jnp.where(self._mask, log_prob, 0.0) * jnp.ones(shape)
+
+    def enumerate_support(self, expand=True):
+        return self.base_dist.expand(self.batch_shape).enumerate_support(expand)
+
+    @property
+    def mean(self):
+        return self.base_dist.mean
+
+    @property
+    def variance(self):
+        return self.base_dist.variance
+
+
+class Delta(Distribution):
+    """Point mass at ``v``, with an optional extra ``log_density``.
+
+    Args:
+        v: the point; its rightmost ``event_dim`` dims are the event.
+        log_density: added to ``log_prob`` at ``v``.
+        event_dim: number of rightmost dims of ``v`` forming one event.
+    """
+
+    support = constraints.real
+    pytree_data_fields = ("v", "log_density")
+    pytree_aux_fields = ("_event_ndim",)
+    has_rsample = True
+
+    def __init__(
+        self, v=0.0, log_density=0.0, event_dim: int = 0, *, validate_args=None
+    ):
+        if event_dim > jnp.ndim(v):
+            raise ValueError(
+                f"Delta: event_dim={event_dim} exceeds the {jnp.ndim(v)} dims of v"
+            )
+        self.v = v
+        self.log_density = log_density
+        self._event_ndim = event_dim
+        shape = jnp.shape(v)
+        split = len(shape) - event_dim
+        batch_shape = jnp.broadcast_shapes(shape[:split], jnp.shape(log_density))
+        super().__init__(batch_shape, shape[split:], validate_args=validate_args)
+
+    def sample(self, key, sample_shape=()):
+        return jnp.broadcast_to(self.v, tuple(sample_shape) + self.shape())
+
+    def log_prob(self, value):
+        log_prob = jnp.log(value == self.v)
+        return sum_rightmost(log_prob, self._event_ndim) + self.log_density
+
+    @property
+    def mean(self):
+        return jnp.broadcast_to(self.v, self.shape())
+
+    @property
+    def variance(self):
+        return jnp.zeros(self.shape())
+
+
+class Unit(Distribution):
+    """Trivial distribution over the empty value, with log density
+    ``log_factor``; what :func:`probnn.factor` records."""
+
+    support = constraints.real
+    pytree_data_fields = ("log_factor",)
+
+    def __init__(self, log_factor, *, validate_args=None):
+        self.log_factor = log_factor
+        super().__init__(jnp.shape(log_factor), (0,), validate_args=validate_args)
+
+    def sample(self, key, sample_shape=()):
+        return jnp.empty(tuple(sample_shape) + self.batch_shape + (0,))
+
+    def log_prob(self, value):
+        shape = jnp.broadcast_shapes(jnp.shape(value)[:-1], self.batch_shape)
+        return jnp.broadcast_to(self.log_factor, shape)

@@ -1,0 +1,613 @@
+"""Effect handlers with NumPyro's semantics.
+
+Each handler wraps a model (``handler(model, ...)``) or opens a context
+(``with handler(...):``) and changes what the primitives inside do.
+
+>>> import probnn
+>>> import probnn.distributions as dist
+>>> from probnn.handlers import seed, substitute, trace
+>>> def model():
+...     return probnn.sample("x", dist.Normal(0.0, 1.0))
+>>> tr = trace(substitute(seed(model, rng_seed=0), data={"x": 0.5})).get_trace()
+>>> float(tr["x"]["value"])
+0.5
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from probnn.primitives import draw
+from probnn.runtime import _STACK, Message, Messenger, apply_stack
+
+__all__ = [
+    "block",
+    "condition",
+    "do",
+    "infer_config",
+    "lift",
+    "mask",
+    "replay",
+    "scale",
+    "scope",
+    "seed",
+    "substitute",
+    "trace",
+]
+
+_KEY_SITES = ("sample", "plate", "prng_key", "param")
+
+
+def _as_key(rng_seed):
+    if rng_seed is None:
+        raise ValueError("seed: rng_seed must be an int or a JAX random key, got None")
+    if isinstance(rng_seed, int | np.integer):
+        return jax.random.PRNGKey(int(rng_seed))
+    if jnp.ndim(rng_seed) == 0 and not jax.dtypes.issubdtype(
+        jnp.result_type(rng_seed), jax.dtypes.prng_key
+    ):
+        return jax.random.PRNGKey(rng_seed)
+    return rng_seed
+
+
+class seed(Messenger):
+    """Give every random site that lacks one a fresh key split from ``rng_seed``.
+
+    A seeded model is reusable: each call (or each ``with`` block) starts from
+    the same key, so two calls give the same draws. Keys go to unobserved
+    ``sample`` sites, subsampled ``plate`` sites, ``prng_key()`` and ``param``
+    sites with a callable ``init_value``.
+
+    Args:
+        fn: model to seed.
+        rng_seed: an int or a JAX random key.
+
+    >>> import probnn, probnn.distributions as dist
+    >>> model = seed(lambda: probnn.sample("x", dist.Normal(0.0, 1.0)), rng_seed=1)
+    >>> bool(model() == model())
+    True
+    """
+
+    def __init__(self, fn: Callable | None = None, rng_seed=None):
+        self._initial_key = _as_key(rng_seed)
+        self._key = self._initial_key
+        super().__init__(fn)
+
+    def __enter__(self):
+        self._key = self._initial_key
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        # Drop keys split while tracing so no tracer outlives the call.
+        self._key = self._initial_key
+        return super().__exit__(*exc)
+
+    def _next_key(self):
+        self._key, key = jax.random.split(self._key)
+        return key
+
+    def process_message(self, msg: Message) -> None:
+        kind = msg["type"]
+        if kind not in _KEY_SITES or msg["value"] is not None:
+            return
+        if kind == "prng_key":
+            msg["value"] = self._next_key()
+        elif kind == "sample" and msg["is_observed"]:
+            return
+        elif kind == "param" and not callable(msg["args"][0]):
+            return
+        elif msg["kwargs"].get("rng_key") is None:
+            msg["kwargs"]["rng_key"] = self._next_key()
+
+    def scan_image(self, length):
+        key = self._next_key()
+        return lambda step: seed(rng_seed=jax.random.fold_in(key, step))
+
+
+def _split_static(site: Message):
+    """Split a site into array leaves (stacked by scan) and everything else."""
+    site = dict(site, kwargs=dict(site["kwargs"], rng_key=None))
+    site.pop("stop", None)
+    leaves, treedef = jax.tree.flatten(site)
+    is_array = [isinstance(leaf, jax.Array | np.ndarray) for leaf in leaves]
+    arrays = [leaf for leaf, keep in zip(leaves, is_array) if keep]
+    static = [None if keep else leaf for leaf, keep in zip(leaves, is_array)]
+    return arrays, (treedef, tuple(is_array), static)
+
+
+def _join_static(arrays, meta) -> Message:
+    treedef, is_array, static = meta
+    arrays = iter(arrays)
+    leaves = [next(arrays) if keep else leaf for leaf, keep in zip(is_array, static)]
+    return jax.tree.unflatten(treedef, leaves)
+
+
+@jax.tree_util.register_pytree_node_class
+class _SiteRecords:
+    """Recorded sites as a pytree: arrays are leaves, the rest rides along."""
+
+    def __init__(self, sites: dict[str, Message]):
+        self.sites = sites
+
+    def tree_flatten(self):
+        names = tuple(self.sites)
+        parts = [_split_static(self.sites[name]) for name in names]
+        return [arrays for arrays, _ in parts], (names, tuple(m for _, m in parts))
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        names, metas = aux
+        return cls(
+            {
+                name: _join_static(arrays, meta)
+                for name, arrays, meta in zip(names, children, metas)
+            }
+        )
+
+
+class trace(Messenger):
+    """Record every site, in execution order, as a dict ``name -> site``.
+
+    Site dicts carry ``type``, ``name``, ``fn``, ``args``, ``kwargs``,
+    ``value``, ``is_observed``, ``scale``, ``mask``, ``infer``,
+    ``cond_indep_stack`` and ``intermediates``.
+
+    >>> import probnn, probnn.distributions as dist
+    >>> model = seed(lambda: probnn.sample("x", dist.Normal(0.0, 1.0)), rng_seed=0)
+    >>> list(trace(model).get_trace())
+    ['x']
+    """
+
+    def __init__(self, fn: Callable | None = None):
+        self.trace: dict[str, Message] = {}
+        super().__init__(fn)
+
+    def __enter__(self):
+        super().__enter__()
+        self.trace = {}
+        return self.trace
+
+    def _record(self, name: str, site: Message) -> None:
+        previous = self.trace.get(name)
+        if previous is not None and not (
+            previous["type"] == site["type"] and site["type"] in ("plate", "param")
+        ):
+            raise ValueError(
+                f"two sites named {name!r} in one trace ({previous['type']} and "
+                f"{site['type']}): site names must be unique"
+            )
+        self.trace[name] = site
+
+    def postprocess_message(self, msg: Message) -> None:
+        if msg["name"] is None or msg["type"] in ("control_flow", "prng_key"):
+            return
+        site = dict(msg)
+        site["cond_indep_stack"] = list(msg["cond_indep_stack"])
+        self._record(msg["name"], site)
+
+    def get_trace(self, *args, **kwargs) -> dict[str, Message]:
+        """Run the wrapped function and return its trace."""
+        self(*args, **kwargs)
+        return self.trace
+
+    def scan_image(self, length):
+        return lambda step: trace()
+
+    def scan_output(self):
+        return _SiteRecords(self.trace)
+
+    def scan_finish(self, stacked: _SiteRecords) -> None:
+        for name, site in stacked.sites.items():
+            self._record(name, site)
+
+
+class _ValueSetter(Messenger):
+    """Shared machinery of handlers that supply site values from data.
+
+    Subclasses implement ``_lookup(msg)`` (the value for the site, or None).
+    Inside a scan body the data are series over time: their step-local image
+    picks the current step's value.
+    """
+
+    site_types: tuple[str, ...] = ("sample",)
+
+    def __init__(self, fn=None):
+        self._step = None
+        super().__init__(fn)
+
+    def _lookup(self, msg: Message):
+        raise NotImplementedError
+
+    def _value(self, msg: Message):
+        value = self._lookup(msg)
+        if value is None or self._step is None:
+            return value
+        return self._value_at_step(msg, value)
+
+    def _value_at_step(self, msg: Message, value):
+        step, length = self._step
+        if msg["type"] == "sample":
+            expected = len(msg["fn"].shape(msg["kwargs"]["sample_shape"]))
+        elif msg["value"] is not None:
+            expected = jnp.ndim(msg["value"])
+        else:
+            expected = jnp.ndim(value) - 1
+        ndim = jnp.ndim(value)
+        if ndim == expected:
+            return value
+        if ndim == expected + 1:
+            steps = jnp.shape(value)[0]
+            if steps == length:
+                return value[step]
+            if steps < length and msg["type"] == "sample" and self._allow_partial:
+                if msg["kwargs"].get("rng_key") is None:
+                    raise ValueError(
+                        f"{type(self).__name__}: site {msg['name']!r} has {steps} of "
+                        f"{length} scan steps; drawing the rest needs a key, so put "
+                        "seed inside this handler"
+                    )
+                fresh = draw(msg)
+                return jnp.where(
+                    step < steps, value[jnp.minimum(step, steps - 1)], fresh
+                )
+        raise ValueError(
+            f"{type(self).__name__}: value for site {msg['name']!r} inside scan has "
+            f"shape {jnp.shape(value)}; expected a series of length {length} "
+            f"stacked over one step's {expected}-dim value"
+        )
+
+    _allow_partial = True
+
+    def scan_image(self, length):
+        def image(step):
+            handler = copy.copy(self)
+            handler._step = (step, length)
+            return handler
+
+        return image
+
+
+def _data_or_fn(name: str, data, fn_value):
+    if (data is None) == (fn_value is None):
+        raise ValueError(f"{name}: pass exactly one of data= or {name}_fn=")
+
+
+class substitute(_ValueSetter):
+    """Replace the values of ``sample``, ``param``, ``deterministic`` and
+    ``plate`` sites by ``data[name]`` or ``substitute_fn(site)`` (None keeps
+    the site's own value). Substituted sample sites stay latent.
+
+    >>> import probnn
+    >>> float(substitute(lambda: probnn.param("w", 1.0), data={"w": 2.0})())
+    2.0
+    """
+
+    site_types = ("sample", "param", "deterministic", "plate")
+
+    def __init__(self, fn=None, data=None, substitute_fn=None):
+        _data_or_fn("substitute", data, substitute_fn)
+        self.data = data
+        self.substitute_fn = substitute_fn
+        super().__init__(fn)
+
+    def _lookup(self, msg):
+        if self.data is not None:
+            return self.data.get(msg["name"])
+        return self.substitute_fn(msg)
+
+    def process_message(self, msg: Message) -> None:
+        if msg["type"] not in self.site_types:
+            return
+        value = self._value(msg)
+        if value is not None:
+            msg["value"] = value
+
+
+class condition(_ValueSetter):
+    """Observe ``sample`` sites at ``data[name]`` or ``condition_fn(site)``.
+
+    >>> import probnn, probnn.distributions as dist
+    >>> model = condition(lambda: probnn.sample("x", dist.Normal(0.0, 1.0)), {"x": 1.0})
+    >>> trace(model).get_trace()["x"]["is_observed"]
+    True
+    """
+
+    _allow_partial = False
+
+    def __init__(self, fn=None, data=None, condition_fn=None):
+        _data_or_fn("condition", data, condition_fn)
+        self.data = data
+        self.condition_fn = condition_fn
+        super().__init__(fn)
+
+    def _lookup(self, msg):
+        if self.data is not None:
+            return self.data.get(msg["name"])
+        return self.condition_fn(msg)
+
+    def process_message(self, msg: Message) -> None:
+        if msg["type"] != "sample":
+            return
+        value = self._value(msg)
+        if value is not None:
+            msg["value"] = value
+            msg["is_observed"] = True
+
+
+class replay(_ValueSetter):
+    """Reuse the values that unobserved sample sites (and plates) took in
+    ``trace``; observed sites keep their observations.
+
+    >>> import probnn, probnn.distributions as dist
+    >>> model = lambda: probnn.sample("x", dist.Normal(0.0, 1.0))
+    >>> old = trace(seed(model, rng_seed=0)).get_trace()
+    >>> bool(replay(seed(model, rng_seed=1), trace=old)() == old["x"]["value"])
+    True
+    """
+
+    def __init__(self, fn=None, trace=None):
+        if trace is None:
+            raise ValueError("replay: trace= is required")
+        self.trace = trace
+        super().__init__(fn)
+
+    def _lookup(self, msg):
+        site = self.trace.get(msg["name"])
+        if site is None:
+            return None
+        if site["type"] != msg["type"] or site.get("is_observed"):
+            raise ValueError(
+                f"replay: site {msg['name']!r} is an unobserved {msg['type']} in the "
+                f"model but a{'n observed' if site.get('is_observed') else ''} "
+                f"{site['type']} in the replayed trace"
+            )
+        return site["value"]
+
+    def process_message(self, msg: Message) -> None:
+        if msg["type"] not in ("sample", "plate") or msg["is_observed"]:
+            return
+        value = self._value(msg)
+        if value is not None:
+            msg["value"] = value
+            if msg["type"] == "sample":
+                msg["infer"] = dict(self.trace[msg["name"]].get("infer", {}))
+
+
+class do(_ValueSetter):
+    """Intervene: downstream code sees ``data[name]`` in place of the site's
+    value, while the site itself is still drawn from its distribution (and
+    recorded under its own name) without influencing anything.
+
+    The intervened value is the site ``name + "__CF"``, visible only to
+    handlers inside ``do``.
+
+    >>> import probnn, probnn.distributions as dist
+    >>> def model():
+    ...     x = probnn.sample("x", dist.Normal(0.0, 1.0))
+    ...     return probnn.deterministic("y", 2 * x)
+    >>> tr = trace(seed(do(model, data={"x": 3.0}), rng_seed=0)).get_trace()
+    >>> float(tr["y"]["value"]), bool(tr["x"]["value"] != 3.0)
+    (6.0, True)
+    """
+
+    def __init__(self, fn=None, data=None):
+        if data is None:
+            raise ValueError("do: data= is required")
+        self.data = data
+        super().__init__(fn)
+
+    def _lookup(self, msg):
+        return self.data.get(msg["name"])
+
+    def process_message(self, msg: Message) -> None:
+        if msg["type"] != "sample" or msg.get("_intervened_by") is self:
+            return
+        value = self._value(msg)
+        if value is None:
+            return
+        original = dict(msg, _intervened_by=self)
+        original["cond_indep_stack"] = list(msg["cond_indep_stack"])
+        original["kwargs"] = dict(msg["kwargs"])
+        original["infer"] = dict(msg["infer"])
+        _apply_outside(self, original)
+        msg["name"] = f"{msg['name']}__CF"
+        msg["value"] = value
+        msg["is_observed"] = True
+        msg["stop"] = True
+
+
+def _apply_outside(handler: Messenger, msg: Message) -> None:
+    """Send ``msg`` through the handlers enclosing ``handler`` only."""
+    position = _STACK.index(handler)
+    inner = _STACK[position:]
+    del _STACK[position:]
+    try:
+        apply_stack(msg)
+    finally:
+        _STACK.extend(inner)
+
+
+class block(Messenger):
+    """Hide sites from the handlers outside this one.
+
+    Exactly one of ``hide_fn``, ``hide``, ``expose`` and ``expose_types``
+    chooses what is hidden; with none of them, every site is hidden.
+
+    >>> import probnn, probnn.distributions as dist
+    >>> model = seed(lambda: probnn.sample("x", dist.Normal(0.0, 1.0)), rng_seed=0)
+    >>> trace(block(model, hide=["x"])).get_trace()
+    {}
+    """
+
+    def __init__(
+        self, fn=None, hide_fn=None, hide=None, expose=None, expose_types=None
+    ):
+        chosen = [a is not None for a in (hide_fn, hide, expose, expose_types)]
+        if sum(chosen) > 1:
+            raise ValueError(
+                "block: pass at most one of hide_fn=, hide=, expose=, expose_types="
+            )
+        if hide_fn is not None:
+            self.hide_fn = hide_fn
+        elif hide is not None:
+            hidden = set(hide)
+            self.hide_fn = lambda msg: msg["name"] in hidden
+        elif expose is not None:
+            exposed = set(expose)
+            self.hide_fn = lambda msg: msg["name"] not in exposed
+        elif expose_types is not None:
+            types = set(expose_types)
+            self.hide_fn = lambda msg: msg["type"] not in types
+        else:
+            self.hide_fn = lambda msg: True
+        super().__init__(fn)
+
+    def process_message(self, msg: Message) -> None:
+        # A scan is never hidden as a whole: its body sites meet this handler
+        # one by one inside the loop.
+        if msg["type"] != "control_flow" and self.hide_fn(msg):
+            msg["stop"] = True
+
+
+class scale(Messenger):
+    """Multiply the log density of every sample site by ``scale`` (> 0).
+
+    >>> import probnn, probnn.distributions as dist
+    >>> from probnn.infer.util import log_density
+    >>> model = lambda: probnn.sample("x", dist.Normal(0.0, 1.0), obs=0.0)
+    >>> float(log_density(scale(model, scale=2.0), (), {}, {})[0])  # 2 * -0.919
+    -1.837...
+    """
+
+    def __init__(self, fn=None, scale=1.0):
+        if not isinstance(scale, jax.core.Tracer) and np.any(np.asarray(scale) <= 0):
+            raise ValueError(f"scale: scale must be positive, got {scale!r}")
+        self.scale = scale
+        super().__init__(fn)
+
+    def process_message(self, msg: Message) -> None:
+        if msg["type"] not in ("sample", "plate"):
+            return
+        msg["scale"] = self.scale if msg["scale"] is None else self.scale * msg["scale"]
+
+
+class mask(Messenger):
+    """Zero the log density of sample sites where the boolean ``mask`` is False.
+
+    >>> import probnn, probnn.distributions as dist
+    >>> from probnn.infer.util import log_density
+    >>> model = lambda: probnn.sample("x", dist.Normal(0.0, 1.0), obs=0.0)
+    >>> float(log_density(mask(model, mask=False), (), {}, {})[0])
+    0.0
+    """
+
+    def __init__(self, fn=None, mask=True):
+        if jnp.result_type(mask) != jnp.bool_:
+            raise TypeError(f"mask: mask must be boolean, got {jnp.result_type(mask)}")
+        self.mask = mask
+        super().__init__(fn)
+
+    def process_message(self, msg: Message) -> None:
+        if msg["type"] != "sample":
+            return
+        msg["fn"] = msg["fn"].mask(self.mask)
+        msg["mask"] = self.mask if msg["mask"] is None else msg["mask"] & self.mask
+
+
+class scope(Messenger):
+    """Prefix site names: ``name`` becomes ``prefix + divider + name``.
+
+    >>> import probnn
+    >>> list(trace(scope(lambda: probnn.param("w", 1.0), prefix="layer")).get_trace())
+    ['layer/w']
+    """
+
+    def __init__(self, fn=None, prefix=None, divider="/", hide_types=()):
+        if not isinstance(prefix, str):
+            raise ValueError(f"scope: prefix must be a string, got {prefix!r}")
+        self.prefix = prefix
+        self.divider = divider
+        self.hide_types = tuple(hide_types)
+        super().__init__(fn)
+
+    def process_message(self, msg: Message) -> None:
+        if msg["name"] is not None and msg["type"] not in self.hide_types:
+            msg["name"] = f"{self.prefix}{self.divider}{msg['name']}"
+
+
+class lift(Messenger):
+    """Turn ``param`` sites into ``sample`` sites drawn from ``prior``.
+
+    ``prior`` is a distribution (for every param) or a dict ``name ->
+    distribution``. A dict key that matches no param site is an error.
+
+    >>> import probnn, probnn.distributions as dist
+    >>> model = lift(lambda: probnn.param("w", 1.0), prior={"w": dist.Normal(0.0, 1.0)})
+    >>> trace(seed(model, rng_seed=0)).get_trace()["w"]["type"]
+    'sample'
+    """
+
+    def __init__(self, fn=None, prior=None):
+        if prior is None:
+            raise ValueError("lift: prior= is required")
+        self.prior = prior
+        self._matched: set[str] = set()
+        self._seen: set[str] = set()
+        super().__init__(fn)
+
+    def __enter__(self):
+        self._matched, self._seen = set(), set()
+        return super().__enter__()
+
+    def __exit__(self, exc_type, *exc):
+        result = super().__exit__(exc_type, *exc)
+        if exc_type is None and isinstance(self.prior, dict):
+            unmatched = sorted(set(self.prior) - self._matched)
+            if unmatched:
+                raise ValueError(
+                    f"lift: prior keys {unmatched} match no param site; param sites "
+                    f"seen: {sorted(self._seen)}"
+                )
+        return result
+
+    def process_message(self, msg: Message) -> None:
+        if msg["type"] != "param":
+            return
+        self._seen.add(msg["name"])
+        if isinstance(self.prior, dict):
+            prior = self.prior.get(msg["name"])
+        else:
+            prior = self.prior
+        if prior is None:
+            return
+        self._matched.add(msg["name"])
+        msg["type"] = "sample"
+        msg["fn"] = prior
+        msg["args"] = ()
+        msg["kwargs"] = {"rng_key": msg["kwargs"].get("rng_key"), "sample_shape": ()}
+
+
+class infer_config(Messenger):
+    """Update the ``infer`` dict of sample sites with ``config_fn(site)``.
+
+    >>> import probnn, probnn.distributions as dist
+    >>> model = lambda: probnn.sample("x", dist.Bernoulli(0.5))
+    >>> configured = infer_config(model, lambda site: {"enumerate": "parallel"})
+    >>> trace(seed(configured, rng_seed=0)).get_trace()["x"]["infer"]
+    {'enumerate': 'parallel'}
+    """
+
+    def __init__(self, fn=None, config_fn=None):
+        if config_fn is None:
+            raise ValueError("infer_config: config_fn= is required")
+        self.config_fn = config_fn
+        super().__init__(fn)
+
+    def process_message(self, msg: Message) -> None:
+        if msg["type"] == "sample":
+            msg["infer"].update(self.config_fn(msg))

@@ -1,0 +1,477 @@
+"""The modelling primitives: sample, param, plate, plate_stack, deterministic,
+factor, subsample, prng_key and module.
+
+Each primitive builds a site message and sends it through the handler stack
+(:mod:`probnn.runtime`); with no handler active it behaves like plain JAX code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from probnn.distributions import constraints
+from probnn.distributions.distribution import Unit
+from probnn.runtime import (
+    CondIndepStackFrame,
+    Message,
+    Messenger,
+    apply_stack,
+    make_message,
+    stack_is_empty,
+)
+
+__all__ = [
+    "deterministic",
+    "factor",
+    "module",
+    "param",
+    "plate",
+    "plate_stack",
+    "prng_key",
+    "sample",
+    "subsample",
+]
+
+
+def _check_name(name, primitive: str) -> None:
+    if not isinstance(name, str):
+        raise TypeError(
+            f"{primitive}() site names must be strings, got {name!r} "
+            f"of type {type(name).__name__}"
+        )
+
+
+def _missing_key(kind: str, name: str | None):
+    where = f"{kind} site {name!r}" if name else kind
+    raise ValueError(
+        f"{where} needs a random key: run the model under probnn.handlers.seed"
+        + (" or pass rng_key=" if kind == "sample" else "")
+    )
+
+
+def draw(msg: Message):
+    """Default value of a sample site: a draw from its distribution."""
+    key = msg["kwargs"]["rng_key"]
+    if key is None:
+        _missing_key("sample", msg["name"])
+    fn = msg["fn"]
+    sample_shape = msg["kwargs"]["sample_shape"]
+    if hasattr(fn, "sample_with_intermediates"):
+        value, msg["intermediates"] = fn.sample_with_intermediates(key, sample_shape)
+        return value
+    if hasattr(fn, "sample"):
+        return fn.sample(key, sample_shape)
+    return fn(rng_key=key, sample_shape=sample_shape)
+
+
+def sample(
+    name: str,
+    fn,
+    obs=None,
+    rng_key=None,
+    sample_shape: tuple[int, ...] = (),
+    infer: dict | None = None,
+    obs_mask=None,
+):
+    """Draw from ``fn`` (or observe ``obs``) at a named random site.
+
+    Args:
+        name: name of the site, unique within one run of the model.
+        fn: a distribution (anything with ``sample(key, sample_shape)`` and
+            ``log_prob``).
+        obs: observed value; the site then returns ``obs``.
+        rng_key: key for this draw; only used when no ``seed`` handler gives one.
+        sample_shape: extra leading dims of independent draws.
+        infer: hints for inference algorithms (e.g. ``{"enumerate": "parallel"}``).
+        obs_mask: boolean array, True where ``obs`` is observed. The site is
+            split into ``name + "_observed"`` and ``name + "_unobserved"`` and
+            ``name`` records the merged value as a deterministic site.
+
+    Returns:
+        The sampled, observed or substituted value.
+
+    >>> import probnn
+    >>> import probnn.distributions as dist
+    >>> def model():
+    ...     return probnn.sample("x", dist.Normal(0.0, 1.0), sample_shape=(3,))
+    >>> probnn.handlers.seed(model, rng_seed=0)().shape
+    (3,)
+    """
+    _check_name(name, "sample")
+    if obs_mask is not None:
+        return _masked_observe(name, fn, obs, obs_mask, rng_key, sample_shape, infer)
+    msg = make_message(
+        "sample",
+        name,
+        fn,
+        kwargs={"rng_key": rng_key, "sample_shape": tuple(sample_shape)},
+        value=obs,
+        is_observed=obs is not None,
+        infer=dict(infer) if infer else {},
+    )
+    if stack_is_empty():
+        return obs if obs is not None else draw(msg)
+    return apply_stack(msg)["value"]
+
+
+def _masked_observe(name, fn, obs, obs_mask, rng_key, sample_shape, infer):
+    if obs is None:
+        raise ValueError(f"sample site {name!r}: obs_mask= needs obs= as well")
+    obs_mask = jnp.asarray(obs_mask)
+    if obs_mask.dtype != jnp.bool_:
+        raise TypeError(
+            f"sample site {name!r}: obs_mask must be boolean, got {obs_mask.dtype}"
+        )
+    kwargs = {"rng_key": rng_key, "sample_shape": sample_shape, "infer": infer}
+    observed = sample(f"{name}_observed", fn.mask(obs_mask), obs=obs, **kwargs)
+    unobserved = sample(f"{name}_unobserved", fn.mask(~obs_mask), **kwargs)
+    event_dim = len(getattr(fn, "event_shape", ()))
+    where = jnp.reshape(obs_mask, jnp.shape(obs_mask) + (1,) * event_dim)
+    return deterministic(name, jnp.where(where, observed, unobserved))
+
+
+def _init_param(init_value, rng_key=None, **kwargs):
+    if callable(init_value):
+        if rng_key is None:
+            raise ValueError(
+                "param site with a callable init_value needs a random key: run "
+                "the model under probnn.handlers.seed"
+            )
+        return init_value(rng_key)
+    return init_value
+
+
+def param(name: str, init_value=None, **kwargs):
+    """Declare an optimisable parameter.
+
+    Args:
+        name: name of the site.
+        init_value: initial value, or a callable taking a random key and
+            returning it (called with a key from the enclosing ``seed``).
+        constraint: the set the parameter lives in (default ``real``);
+            optimisers work in unconstrained space.
+        event_dim: number of rightmost dims forming one event.
+
+    Returns:
+        The parameter's value: ``init_value`` unless a handler such as
+        ``substitute`` supplies another.
+
+    >>> import probnn
+    >>> float(probnn.param("w", 0.5))
+    0.5
+    """
+    _check_name(name, "param")
+    kwargs.setdefault("constraint", constraints.real)
+    kwargs.setdefault("event_dim", None)
+    kwargs["rng_key"] = None
+    msg = make_message("param", name, _init_param, (init_value,), kwargs)
+    if stack_is_empty():
+        if callable(init_value):
+            raise ValueError(
+                f"param site {name!r} has a callable init_value and needs a random "
+                "key: run the model under probnn.handlers.seed"
+            )
+        return init_value
+    return apply_stack(msg)["value"]
+
+
+def deterministic(name: str, value):
+    """Record ``value`` in the trace under ``name`` and return it.
+
+    >>> import probnn
+    >>> float(probnn.deterministic("y", 2.0))
+    2.0
+    """
+    _check_name(name, "deterministic")
+    if stack_is_empty():
+        return value
+    msg = make_message("deterministic", name, None, value=value)
+    return apply_stack(msg)["value"]
+
+
+def factor(name: str, log_factor) -> None:
+    """Add ``log_factor`` (possibly batched) to the model's log density.
+
+    >>> import probnn
+    >>> from probnn.infer.util import log_density
+    >>> float(log_density(lambda: probnn.factor("f", -1.5), (), {}, {})[0])
+    -1.5
+    """
+    unit = Unit(log_factor)
+    sample(name, unit, obs=unit.sample(None), infer={"is_auxiliary": True})
+
+
+def prng_key():
+    """A fresh random key from the enclosing ``seed`` handler.
+
+    >>> import probnn
+    >>> key = probnn.handlers.seed(probnn.prng_key, rng_seed=0)()
+    >>> key.shape
+    (2,)
+    """
+    if stack_is_empty():
+        _missing_key("prng_key", None)
+    msg = make_message(
+        "prng_key", None, functools.partial(_missing_key, "prng_key", None)
+    )
+    return apply_stack(msg)["value"]
+
+
+def subsample(data, event_dim: int):
+    """Index ``data`` along the dims of the enclosing subsampled plates.
+
+    Args:
+        data: array whose batch dims line up with the enclosing plates' dims
+            once its ``event_dim`` rightmost dims are set aside.
+        event_dim: number of rightmost dims of ``data`` that are not batch dims.
+
+    >>> import probnn
+    >>> import jax.numpy as jnp
+    >>> def model(x):
+    ...     with probnn.plate("N", 10, subsample_size=3):
+    ...         return probnn.subsample(x, event_dim=0)
+    >>> probnn.handlers.seed(model, rng_seed=0)(jnp.arange(10.0)).shape
+    (3,)
+    """
+    if not isinstance(event_dim, int) or event_dim < 0:
+        raise ValueError(f"subsample: event_dim must be an int >= 0, got {event_dim!r}")
+    if stack_is_empty():
+        return data
+    msg = make_message(
+        "subsample", None, None, value=data, kwargs={"event_dim": event_dim}
+    )
+    return apply_stack(msg)["value"]
+
+
+def _subsample_indices(size, subsample_size, rng_key=None):
+    if subsample_size == size:
+        return jnp.arange(size)
+    if rng_key is None:
+        _missing_key("plate", None)
+    return jax.random.permutation(rng_key, size)[:subsample_size]
+
+
+class plate(Messenger):
+    """Mark conditionally independent draws along a batch dim.
+
+    Every ``sample`` inside is broadcast to the plate's size along ``dim``.
+    With ``subsample_size`` the plate draws a random subset of indices
+    (returned by ``with plate(...) as idx``) and scales log densities by
+    ``size / subsample_size``.
+
+    Args:
+        name: name of the plate.
+        size: number of independent members.
+        subsample_size: mini-batch size (default: ``size``, no subsampling).
+        dim: negative batch dim to use; by default the rightmost dim not
+            claimed by an enclosing plate.
+
+    >>> import probnn
+    >>> import probnn.distributions as dist
+    >>> def model():
+    ...     with probnn.plate("N", 4):
+    ...         return probnn.sample("x", dist.Normal(0.0, 1.0))
+    >>> probnn.handlers.seed(model, rng_seed=0)().shape
+    (4,)
+    """
+
+    def __init__(
+        self,
+        name: str,
+        size: int,
+        subsample_size: int | None = None,
+        dim: int | None = None,
+    ):
+        _check_name(name, "plate")
+        if not isinstance(size, int) or size < 1:
+            raise ValueError(
+                f"plate {name!r}: size must be a positive int, got {size!r}"
+            )
+        if subsample_size is None:
+            subsample_size = size
+        if not isinstance(subsample_size, int) or subsample_size < 1:
+            raise ValueError(
+                f"plate {name!r}: subsample_size must be a positive int, "
+                f"got {subsample_size!r}"
+            )
+        if subsample_size > size:
+            raise ValueError(
+                f"plate {name!r}: subsample_size={subsample_size} exceeds size={size}"
+            )
+        if dim is not None and (not isinstance(dim, int) or dim >= 0):
+            raise ValueError(f"plate {name!r}: dim must be a negative int, got {dim!r}")
+        self.name = name
+        self.size = size
+        self.subsample_size = subsample_size
+        self._requested_dim = dim
+        self.dim = dim
+        self._indices = None
+        super().__init__()
+
+    def __enter__(self):
+        value = None if self.subsample_size < self.size else jnp.arange(self.size)
+        msg = make_message(
+            "plate",
+            self.name,
+            _subsample_indices,
+            (self.size, self.subsample_size),
+            {"rng_key": None},
+            value=value,
+        )
+        apply_stack(msg)
+        self.dim = self._allocate_dim(msg["cond_indep_stack"])
+        self._indices = msg["value"]
+        super().__enter__()
+        return self._indices
+
+    def _allocate_dim(self, enclosing: list[CondIndepStackFrame]) -> int:
+        taken = {frame.dim: frame.name for frame in enclosing}
+        if self._requested_dim is not None:
+            if self._requested_dim in taken:
+                raise ValueError(
+                    f"plate {self.name!r} asks for dim {self._requested_dim}, "
+                    f"already used by enclosing plate {taken[self._requested_dim]!r}"
+                )
+            return self._requested_dim
+        dim = -1
+        while dim in taken:
+            dim -= 1
+        return dim
+
+    @property
+    def frame(self) -> CondIndepStackFrame:
+        return CondIndepStackFrame(self.name, self.dim, self.size, self.subsample_size)
+
+    def process_message(self, msg: Message) -> None:
+        kind = msg["type"]
+        if kind == "subsample":
+            self._subsample(msg)
+            return
+        if kind not in ("sample", "param", "deterministic", "plate"):
+            return
+        for frame in msg["cond_indep_stack"]:
+            if frame.dim == self.dim and kind != "plate":
+                raise ValueError(
+                    f"plates {frame.name!r} and {self.name!r} both claim dim "
+                    f"{self.dim} at site {msg['name']!r}"
+                )
+        msg["cond_indep_stack"].append(self.frame)
+        if kind == "sample":
+            self._broadcast(msg)
+        if kind == "sample" and self.subsample_size < self.size:
+            factor = self.size / self.subsample_size
+            msg["scale"] = factor if msg["scale"] is None else msg["scale"] * factor
+
+    def _broadcast(self, msg: Message) -> None:
+        fn = msg["fn"]
+        sample_shape = msg["kwargs"].get("sample_shape", ())
+        batch_shape = tuple(sample_shape) + tuple(fn.batch_shape)
+        needed = -self.dim
+        if len(batch_shape) < needed:
+            batch_shape = (1,) * (needed - len(batch_shape)) + batch_shape
+        current = batch_shape[self.dim]
+        if current not in (1, self.subsample_size):
+            raise ValueError(
+                f"sample site {msg['name']!r}: batch shape {batch_shape} has size "
+                f"{current} at dim {self.dim}, which cannot broadcast with plate "
+                f"{self.name!r} of size {self.subsample_size}"
+            )
+        batch_shape = list(batch_shape)
+        batch_shape[self.dim] = self.subsample_size
+        batch_shape = tuple(batch_shape)
+        if batch_shape != tuple(fn.batch_shape):
+            if not hasattr(fn, "expand"):
+                raise TypeError(
+                    f"sample site {msg['name']!r}: {type(fn).__name__} has no expand() "
+                    f"to broadcast to plate {self.name!r}"
+                )
+            msg["fn"] = fn.expand(batch_shape)
+            msg["kwargs"]["sample_shape"] = ()
+
+    def _subsample(self, msg: Message) -> None:
+        if self.subsample_size == self.size:
+            return
+        data = msg["value"]
+        axis = self.dim - msg["kwargs"]["event_dim"]
+        if jnp.ndim(data) >= -axis and jnp.shape(data)[axis] == self.size:
+            msg["value"] = jnp.take(data, self._indices, axis=axis)
+
+
+@contextlib.contextmanager
+def plate_stack(
+    prefix: str, sizes: Sequence[int], rightmost_dim: int = -1
+) -> Iterator[None]:
+    """Enter one plate per size, at contiguous dims ending at ``rightmost_dim``.
+
+    Plates are named ``prefix_0`` (rightmost) to ``prefix_{n-1}`` (leftmost).
+
+    >>> import probnn
+    >>> import probnn.distributions as dist
+    >>> def model():
+    ...     with probnn.plate_stack("p", (2, 3)):
+    ...         return probnn.sample("x", dist.Normal(0.0, 1.0))
+    >>> probnn.handlers.seed(model, rng_seed=0)().shape
+    (2, 3)
+    """
+    sizes = list(sizes)
+    if not sizes:
+        raise ValueError(f"plate_stack {prefix!r}: sizes must not be empty")
+    if not isinstance(rightmost_dim, int) or rightmost_dim >= 0:
+        raise ValueError(
+            f"plate_stack {prefix!r}: rightmost_dim must be a negative int, "
+            f"got {rightmost_dim!r}"
+        )
+    with contextlib.ExitStack() as stack:
+        for i, size in enumerate(reversed(sizes)):
+            stack.enter_context(plate(f"{prefix}_{i}", size, dim=rightmost_dim - i))
+        yield
+
+
+def _is_stax(nn) -> bool:
+    return (
+        isinstance(nn, tuple) and len(nn) == 2 and callable(nn[0]) and callable(nn[1])
+    )
+
+
+def module(name: str, nn, input_shape: tuple[int, ...] | None = None) -> Callable:
+    """Register a neural network's parameters as one param site ``name + "$params"``.
+
+    Args:
+        name: name of the module.
+        nn: a stax ``(init_fn, apply_fn)`` pair.
+        input_shape: input shape used to initialise the parameters.
+
+    Returns:
+        ``apply_fn`` with the parameters bound: call it on inputs.
+
+    >>> import probnn
+    >>> from jax.example_libraries import stax
+    >>> def model(x):
+    ...     net = probnn.module("net", stax.Dense(2), input_shape=(-1, 3))
+    ...     return net(x)
+    >>> probnn.handlers.seed(model, rng_seed=0)(jnp.ones((5, 3))).shape
+    (5, 2)
+    """
+    _check_name(name, "module")
+    if not _is_stax(nn):
+        raise TypeError(
+            f"module {name!r}: expected a stax (init_fn, apply_fn) pair, "
+            f"got {type(nn).__name__}"
+        )
+    init_fn, apply_fn = nn
+
+    def init(key):
+        if input_shape is None:
+            raise ValueError(
+                f"module {name!r}: input_shape= is needed to initialise the "
+                "parameters of a stax network"
+            )
+        return init_fn(key, input_shape)[1]
+
+    params = param(f"{name}$params", init)
+    return functools.partial(apply_fn, params)
