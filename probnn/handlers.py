@@ -16,14 +16,14 @@ Each handler wraps a model (``handler(model, ...)``) or opens a context
 from __future__ import annotations
 
 import copy
+import zlib
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from probnn.primitives import draw
-from probnn.runtime import _STACK, Message, Messenger, apply_stack
+from probnn.runtime import _STACK, Message, Messenger, apply_stack, draw
 
 __all__ = [
     "block",
@@ -105,8 +105,30 @@ class seed(Messenger):
             msg["kwargs"]["rng_key"] = self._next_key()
 
     def scan_image(self, length):
-        key = self._next_key()
-        return lambda step: seed(rng_seed=jax.random.fold_in(key, step))
+        step_key, shared_key = jax.random.split(self._next_key())
+        return lambda step: _StepSeed(jax.random.fold_in(step_key, step), shared_key)
+
+
+class _StepSeed(seed):
+    """``seed`` inside one scan step: random sites draw from the step's key;
+    a param site is one parameter shared by every step, so its initial value
+    comes from a key that depends on its name only."""
+
+    def __init__(self, step_key, shared_key):
+        super().__init__(rng_seed=step_key)
+        self._shared_key = shared_key
+
+    def process_message(self, msg: Message) -> None:
+        if msg["type"] == "param":
+            if (
+                msg["value"] is None
+                and callable(msg["args"][0])
+                and msg["kwargs"].get("rng_key") is None
+            ):
+                salt = zlib.crc32(msg["name"].encode()) & 0x7FFFFFFF
+                msg["kwargs"]["rng_key"] = jax.random.fold_in(self._shared_key, salt)
+            return
+        super().process_message(msg)
 
 
 def _split_static(site: Message):
@@ -123,7 +145,7 @@ def _split_static(site: Message):
 def _join_static(arrays, meta) -> Message:
     treedef, is_array, static = meta
     arrays = iter(arrays)
-    leaves = [next(arrays) if keep else leaf for leaf, keep in zip(is_array, static)]
+    leaves = [next(arrays) if keep else leaf for keep, leaf in zip(is_array, static)]
     return jax.tree.unflatten(treedef, leaves)
 
 
@@ -203,6 +225,9 @@ class trace(Messenger):
 
     def scan_finish(self, stacked: _SiteRecords) -> None:
         for name, site in stacked.sites.items():
+            if site["type"] == "param":
+                # One parameter shared by every step: keep a single copy.
+                site["value"] = jax.tree.map(lambda v: v[0], site["value"])
             self._record(name, site)
 
 
@@ -217,7 +242,8 @@ class _ValueSetter(Messenger):
     site_types: tuple[str, ...] = ("sample",)
 
     def __init__(self, fn=None):
-        self._step = None
+        # (step, length) of each enclosing scan, outermost first.
+        self._steps: tuple = ()
         super().__init__(fn)
 
     def _lookup(self, msg: Message):
@@ -225,18 +251,23 @@ class _ValueSetter(Messenger):
 
     def _value(self, msg: Message):
         value = self._lookup(msg)
-        if value is None or self._step is None:
+        if value is None or not self._steps or msg["type"] == "param":
+            # Params are shared by all scan steps: their values are not series.
             return value
-        return self._value_at_step(msg, value)
-
-    def _value_at_step(self, msg: Message, value):
-        step, length = self._step
         if msg["type"] == "sample":
-            expected = len(msg["fn"].shape(msg["kwargs"]["sample_shape"]))
+            step_ndim = len(msg["fn"].shape(msg["kwargs"]["sample_shape"]))
         elif msg["value"] is not None:
-            expected = jnp.ndim(msg["value"])
-        else:
-            expected = jnp.ndim(value) - 1
+            step_ndim = jnp.ndim(msg["value"])
+        else:  # a plate: one step's subsample indices are a vector
+            step_ndim = 1
+        for level, (step, length) in enumerate(self._steps):
+            inner_levels = len(self._steps) - level - 1
+            value = self._value_at_step(
+                msg, value, step, length, step_ndim + inner_levels, inner_levels == 0
+            )
+        return value
+
+    def _value_at_step(self, msg, value, step, length, expected, innermost):
         ndim = jnp.ndim(value)
         if ndim == expected:
             return value
@@ -244,7 +275,8 @@ class _ValueSetter(Messenger):
             steps = jnp.shape(value)[0]
             if steps == length:
                 return value[step]
-            if steps < length and msg["type"] == "sample" and self._allow_partial:
+            partial = self._allow_partial and innermost and msg["type"] == "sample"
+            if steps < length and partial:
                 if msg["kwargs"].get("rng_key") is None:
                     raise ValueError(
                         f"{type(self).__name__}: site {msg['name']!r} has {steps} of "
@@ -252,13 +284,12 @@ class _ValueSetter(Messenger):
                         "seed inside this handler"
                     )
                 fresh = draw(msg)
-                return jnp.where(
-                    step < steps, value[jnp.minimum(step, steps - 1)], fresh
-                )
+                latest = value[jnp.minimum(step, steps - 1)]
+                return jnp.where(step < steps, latest, fresh)
         raise ValueError(
             f"{type(self).__name__}: value for site {msg['name']!r} inside scan has "
             f"shape {jnp.shape(value)}; expected a series of length {length} "
-            f"stacked over one step's {expected}-dim value"
+            f"stacked over {expected}-dim values"
         )
 
     _allow_partial = True
@@ -266,7 +297,7 @@ class _ValueSetter(Messenger):
     def scan_image(self, length):
         def image(step):
             handler = copy.copy(self)
-            handler._step = (step, length)
+            handler._steps = self._steps + ((step, length),)
             return handler
 
         return image

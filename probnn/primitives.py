@@ -21,7 +21,9 @@ from probnn.runtime import (
     Message,
     Messenger,
     apply_stack,
+    draw,
     make_message,
+    missing_key,
     stack_is_empty,
 )
 
@@ -44,29 +46,6 @@ def _check_name(name, primitive: str) -> None:
             f"{primitive}() site names must be strings, got {name!r} "
             f"of type {type(name).__name__}"
         )
-
-
-def _missing_key(kind: str, name: str | None):
-    where = f"{kind} site {name!r}" if name else kind
-    raise ValueError(
-        f"{where} needs a random key: run the model under probnn.handlers.seed"
-        + (" or pass rng_key=" if kind == "sample" else "")
-    )
-
-
-def draw(msg: Message):
-    """Default value of a sample site: a draw from its distribution."""
-    key = msg["kwargs"]["rng_key"]
-    if key is None:
-        _missing_key("sample", msg["name"])
-    fn = msg["fn"]
-    sample_shape = msg["kwargs"]["sample_shape"]
-    if hasattr(fn, "sample_with_intermediates"):
-        value, msg["intermediates"] = fn.sample_with_intermediates(key, sample_shape)
-        return value
-    if hasattr(fn, "sample"):
-        return fn.sample(key, sample_shape)
-    return fn(rng_key=key, sample_shape=sample_shape)
 
 
 def sample(
@@ -215,9 +194,9 @@ def prng_key():
     (2,)
     """
     if stack_is_empty():
-        _missing_key("prng_key", None)
+        missing_key("prng_key", None)
     msg = make_message(
-        "prng_key", None, functools.partial(_missing_key, "prng_key", None)
+        "prng_key", None, functools.partial(missing_key, "prng_key", None)
     )
     return apply_stack(msg)["value"]
 
@@ -252,7 +231,7 @@ def _subsample_indices(size, subsample_size, rng_key=None):
     if subsample_size == size:
         return jnp.arange(size)
     if rng_key is None:
-        _missing_key("plate", None)
+        missing_key("plate", None)
     return jax.random.permutation(rng_key, size)[:subsample_size]
 
 

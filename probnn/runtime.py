@@ -138,9 +138,37 @@ def make_message(
     return msg
 
 
+def missing_key(kind: str, name: str | None):
+    """Raise the error for a random site that no ``seed`` handler reached."""
+    where = f"{kind} site {name!r}" if name else kind
+    raise ValueError(
+        f"{where} needs a random key: run the model under probnn.handlers.seed"
+        + (" or pass rng_key=" if kind == "sample" else "")
+    )
+
+
+def draw(msg: Message):
+    """Default value of a sample site: a draw from its distribution ``msg["fn"]``."""
+    key = msg["kwargs"]["rng_key"]
+    if key is None:
+        missing_key("sample", msg["name"])
+    fn = msg["fn"]
+    sample_shape = msg["kwargs"]["sample_shape"]
+    if hasattr(fn, "sample_with_intermediates"):
+        value, msg["intermediates"] = fn.sample_with_intermediates(key, sample_shape)
+        return value
+    if hasattr(fn, "sample"):
+        return fn.sample(key, sample_shape)
+    return fn(rng_key=key, sample_shape=sample_shape)
+
+
 def default_process_message(msg: Message) -> None:
     """Compute a site's value when no handler has supplied one."""
-    if msg["value"] is None and msg["fn"] is not None:
+    if msg["value"] is not None:
+        return
+    if msg["type"] == "sample":
+        msg["value"] = draw(msg)
+    elif msg["fn"] is not None:
         msg["value"] = msg["fn"](*msg["args"], **msg["kwargs"])
 
 
