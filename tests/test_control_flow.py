@@ -171,9 +171,7 @@ def test_log_density_under_jit_matches_eager():
     np.testing.assert_allclose(
         np.asarray(jit_tr["x"]["value"]), np.asarray(eager_tr["x"]["value"]), rtol=1e-6
     )
-    expected = hmm_log_joint_np(
-        eager_tr["x_0"]["value"], eager_tr["x"]["value"], Y_OBS
-    )
+    expected = hmm_log_joint_np(eager_tr["x_0"]["value"], eager_tr["x"]["value"], Y_OBS)
     np.testing.assert_allclose(float(jitted), expected, rtol=1e-5)
 
 
@@ -236,9 +234,7 @@ def test_scale_outside_scales_body_sites():
     params = {"x_0": X0, "x": X_SERIES}
     expected = hmm_log_joint_np(X0, X_SERIES, Y_OBS)
     for factor in (2.5, jnp.array(0.5)):
-        scaled, _ = log_density(
-            scale(gaussian_hmm, scale=factor), (Y_OBS,), {}, params
-        )
+        scaled, _ = log_density(scale(gaussian_hmm, scale=factor), (Y_OBS,), {}, params)
         np.testing.assert_allclose(float(scaled), float(factor) * expected, rtol=1e-5)
 
 
