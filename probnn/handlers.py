@@ -131,10 +131,19 @@ class _StepSeed(seed):
         super().process_message(msg)
 
 
+def _number_to_array(leaf):
+    return jnp.asarray(leaf) if isinstance(leaf, int | float | np.number) else leaf
+
+
 def _split_static(site: Message):
     """Split a site into array leaves (stacked by scan) and everything else."""
     site = dict(site, kwargs=dict(site["kwargs"], rng_key=None))
     site.pop("stop", None)
+    if site["type"] == "sample":
+        # Python-number parameters become arrays so that every step's
+        # distribution is stacked along time, not only its traced parameters.
+        site["fn"] = jax.tree.map(_number_to_array, site["fn"])
+        site["value"] = _number_to_array(site["value"])
     leaves, treedef = jax.tree.flatten(site)
     is_array = [isinstance(leaf, jax.Array | np.ndarray) for leaf in leaves]
     arrays = [leaf for leaf, keep in zip(leaves, is_array) if keep]

@@ -114,13 +114,10 @@ def _masked_observe(name, fn, obs, obs_mask, rng_key, sample_shape, infer):
     return deterministic(name, jnp.where(where, observed, unobserved))
 
 
-def _init_param(init_value, rng_key=None, **kwargs):
+def _init_param(name, init_value, rng_key=None, **kwargs):
     if callable(init_value):
         if rng_key is None:
-            raise ValueError(
-                "param site with a callable init_value needs a random key: run "
-                "the model under probnn.handlers.seed"
-            )
+            missing_key("param", name)
         return init_value(rng_key)
     return init_value
 
@@ -148,14 +145,10 @@ def param(name: str, init_value=None, **kwargs):
     kwargs.setdefault("constraint", constraints.real)
     kwargs.setdefault("event_dim", None)
     kwargs["rng_key"] = None
-    msg = make_message("param", name, _init_param, (init_value,), kwargs)
+    init = functools.partial(_init_param, name)
+    msg = make_message("param", name, init, (init_value,), kwargs)
     if stack_is_empty():
-        if callable(init_value):
-            raise ValueError(
-                f"param site {name!r} has a callable init_value and needs a random "
-                "key: run the model under probnn.handlers.seed"
-            )
-        return init_value
+        return init(init_value)
     return apply_stack(msg)["value"]
 
 
@@ -227,11 +220,11 @@ def subsample(data, event_dim: int):
     return apply_stack(msg)["value"]
 
 
-def _subsample_indices(size, subsample_size, rng_key=None):
+def _subsample_indices(name, size, subsample_size, rng_key=None):
     if subsample_size == size:
         return jnp.arange(size)
     if rng_key is None:
-        missing_key("plate", None)
+        missing_key("plate", name)
     return jax.random.permutation(rng_key, size)[:subsample_size]
 
 
@@ -290,6 +283,7 @@ class plate(Messenger):
         self._requested_dim = dim
         self.dim = dim
         self._indices = None
+        self._frame_name = name
         super().__init__()
 
     def __enter__(self):
@@ -297,7 +291,7 @@ class plate(Messenger):
         msg = make_message(
             "plate",
             self.name,
-            _subsample_indices,
+            functools.partial(_subsample_indices, self.name),
             (self.size, self.subsample_size),
             {"rng_key": None},
             value=value,
@@ -305,6 +299,8 @@ class plate(Messenger):
         apply_stack(msg)
         self.dim = self._allocate_dim(msg["cond_indep_stack"])
         self._indices = msg["value"]
+        # Handlers such as scope may have renamed the plate on its way up.
+        self._frame_name = msg["name"]
         super().__enter__()
         return self._indices
 
@@ -324,7 +320,9 @@ class plate(Messenger):
 
     @property
     def frame(self) -> CondIndepStackFrame:
-        return CondIndepStackFrame(self.name, self.dim, self.size, self.subsample_size)
+        return CondIndepStackFrame(
+            self._frame_name, self.dim, self.size, self.subsample_size
+        )
 
     def process_message(self, msg: Message) -> None:
         kind = msg["type"]

@@ -19,7 +19,9 @@ from probnn.infer.util import log_density
 T = 5
 Y_OBS = np.array([0.5, -1.0, 2.0, 0.3, 1.2], dtype=np.float32)
 X0 = np.float32(0.2)
-X_SERIES = np.array([0.1, 0.4, -0.3, 1.0, 0.7], dtype=np.float32)
+# substitute data are jax arrays: a numpy array cannot be indexed by the traced
+# step inside the scan body (NumPyro has the same restriction)
+X_SERIES = jnp.array([0.1, 0.4, -0.3, 1.0, 0.7])
 
 
 def gaussian_hmm(y=None, T=T):
@@ -138,6 +140,34 @@ def test_same_seed_reproduces_and_other_seed_differs():
     assert not np.any(np.asarray(x1) == np.asarray(x3))
 
 
+def test_two_scans_in_one_model_draw_differently():
+    def model():
+        def step(carry, _):
+            return carry, probnn.sample("a", dist.Normal(0.0, 1.0))
+
+        def step2(carry, _):
+            return carry, probnn.sample("b", dist.Normal(0.0, 1.0))
+
+        _, a = probnn.scan(step, 0.0, None, length=T)
+        _, b = probnn.scan(step2, 0.0, None, length=T)
+        return a, b
+
+    a, b = seed(model, rng_seed=0)()
+    assert not np.any(np.asarray(a)[:, None] == np.asarray(b)[None, :])
+
+
+def test_prng_key_inside_body_is_fresh_each_step():
+    def model():
+        def step(carry, _):
+            return carry, probnn.prng_key()
+
+        return probnn.scan(step, 0.0, None, length=T)[1]
+
+    keys = np.asarray(seed(model, rng_seed=0)())
+    assert keys.shape[0] == T
+    assert len({tuple(k.reshape(-1).tolist()) for k in keys}) == T
+
+
 # -- log density and gradients -----------------------------------------------------
 
 
@@ -162,16 +192,16 @@ def test_grad_of_log_density_wrt_latent_series():
 
 def test_log_density_under_jit_matches_eager():
     def f(key, y):
-        return log_density(seed(gaussian_hmm, rng_seed=key), (y,), {}, {})
+        log_joint, tr = log_density(seed(gaussian_hmm, rng_seed=key), (y,), {}, {})
+        return log_joint, tr["x_0"]["value"], tr["x"]["value"]
 
     key = jax.random.PRNGKey(11)
-    eager, eager_tr = f(key, Y_OBS)
-    jitted, jit_tr = jax.jit(f)(key, Y_OBS)
+    eager, eager_x0, eager_x = f(key, Y_OBS)
+    jitted, jit_x0, jit_x = jax.jit(f)(key, Y_OBS)
     np.testing.assert_allclose(float(jitted), float(eager), rtol=1e-5)
-    np.testing.assert_allclose(
-        np.asarray(jit_tr["x"]["value"]), np.asarray(eager_tr["x"]["value"]), rtol=1e-6
-    )
-    expected = hmm_log_joint_np(eager_tr["x_0"]["value"], eager_tr["x"]["value"], Y_OBS)
+    np.testing.assert_allclose(float(jit_x0), float(eager_x0), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(jit_x), np.asarray(eager_x), rtol=1e-6)
+    expected = hmm_log_joint_np(eager_x0, eager_x, Y_OBS)
     np.testing.assert_allclose(float(jitted), expected, rtol=1e-5)
 
 
@@ -179,10 +209,12 @@ def test_log_density_under_jit_matches_eager():
 
 
 def test_substitute_series_sets_body_values():
-    x, y = seed(substitute(gaussian_hmm, data={"x": X_SERIES}), rng_seed=0)()
+    x, _ = seed(substitute(gaussian_hmm, data={"x": X_SERIES}), rng_seed=0)()
     np.testing.assert_array_equal(np.asarray(x), X_SERIES)
-    # y_t is drawn around the substituted x_t: same noise as an unsubstituted
-    # run with the same seed (substitute consumes no keys)
+    x, y = substitute(seed(gaussian_hmm, rng_seed=0), data={"x": X_SERIES})()
+    np.testing.assert_array_equal(np.asarray(x), X_SERIES)
+    # with seed inside substitute every site still gets its key, so y_t is drawn
+    # around the substituted x_t with the noise of an unsubstituted run
     x_ref, y_ref = seed(gaussian_hmm, rng_seed=0)()
     np.testing.assert_allclose(
         np.asarray(y) - X_SERIES, np.asarray(y_ref - x_ref), rtol=1e-5, atol=1e-5
@@ -406,10 +438,30 @@ def test_scan_inside_plate_gives_independent_sequences():
     x = np.asarray(tr["x"]["value"])
     assert not np.allclose(x[:, 0], x[:, 1])
 
-    x0 = np.array([0.2, -0.4], dtype=np.float32)
-    x = np.stack([X_SERIES, 2 * X_SERIES], axis=1)
+    x0 = jnp.array([0.2, -0.4])
+    x = jnp.stack([X_SERIES, 2 * X_SERIES], axis=1)
     log_joint, _ = log_density(model, (y,), {}, {"x_0": x0, "x": x})
     expected = sum(hmm_log_joint_np(x0[n], x[:, n], y[:, n]) for n in range(N))
+    np.testing.assert_allclose(float(log_joint), expected, rtol=1e-5)
+
+
+def test_subsampled_plate_inside_body_rescales_log_density():
+    def model():
+        def step(carry, _):
+            with probnn.plate("N", 10, subsample_size=3) as idx:
+                z = probnn.sample("z", dist.Normal(jnp.zeros(3), 1.0))
+            return carry, (z, idx)
+
+        return probnn.scan(step, 0.0, None, length=T)
+
+    log_joint, tr = log_density(seed(model, rng_seed=0), (), {}, {})
+    z = np.asarray(tr["z"]["value"])
+    idx = np.asarray(tr["N"]["value"])
+    assert z.shape == (T, 3) and idx.shape == (T, 3)
+    # each step draws its own subsample of distinct indices
+    assert all(len(set(row.tolist())) == 3 for row in idx)
+    assert len({tuple(row.tolist()) for row in idx}) > 1
+    expected = 10 / 3 * stats.norm.logpdf(z.astype(np.float64)).sum()
     np.testing.assert_allclose(float(log_joint), expected, rtol=1e-5)
 
 
@@ -451,7 +503,7 @@ def test_nested_scan_shapes_and_log_density():
 
 
 def test_nested_scan_substituted_log_density():
-    z = np.arange(T_OUTER * T_INNER, dtype=np.float32).reshape(T_OUTER, T_INNER) / 4
+    z = jnp.arange(T_OUTER * T_INNER, dtype=jnp.float32).reshape(T_OUTER, T_INNER) / 4
     log_joint, tr = log_density(nested_model, (), {}, {"z": z})
     np.testing.assert_array_equal(np.asarray(tr["z"]["value"]), z)
     np.testing.assert_allclose(float(log_joint), nested_log_joint_np(z), rtol=1e-5)
@@ -462,7 +514,7 @@ def test_nested_scan_substituted_log_density():
 
 def test_substitute_shorter_series_forecasts_the_rest():
     k = 2
-    data = np.array([10.0, 20.0], dtype=np.float32)
+    data = jnp.array([10.0, 20.0])
     x, y = substitute(seed(gaussian_hmm, rng_seed=0), data={"x": data})()
     x, y = np.asarray(x), np.asarray(y)
     assert x.shape == (T,) and y.shape == (T,)
@@ -476,22 +528,28 @@ def test_substitute_shorter_series_forecasts_the_rest():
 
 
 def test_substitute_shorter_series_needs_seed_inside():
-    data = {"x": np.array([10.0, 20.0], dtype=np.float32)}
+    data = {"x": jnp.array([10.0, 20.0])}
     with pytest.raises(ValueError, match="'x'"):
         seed(substitute(gaussian_hmm, data=data), rng_seed=0)()
 
 
 @pytest.mark.parametrize("steps", [T + 2, 1 + T * 2])
 def test_substitute_series_of_wrong_length_raises(steps):
-    data = {"x": np.zeros(steps, dtype=np.float32)}
+    data = {"x": jnp.zeros(steps)}
     with pytest.raises(ValueError, match="'x'"):
         seed(substitute(gaussian_hmm, data=data), rng_seed=0)()
 
 
 def test_substitute_series_of_wrong_rank_raises():
-    data = {"x": np.zeros((T, 2, 2), dtype=np.float32)}
+    data = {"x": jnp.zeros((T, 2, 2))}
     with pytest.raises(ValueError, match="'x'"):
         seed(substitute(gaussian_hmm, data=data), rng_seed=0)()
+
+
+def test_condition_series_shorter_than_scan_raises():
+    data = {"x": jnp.array([1.0, 2.0])}
+    with pytest.raises(ValueError, match="'x'"):
+        condition(seed(gaussian_hmm, rng_seed=0), data=data)()
 
 
 def test_scan_without_xs_or_length_raises():

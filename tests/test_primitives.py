@@ -588,6 +588,15 @@ def test_non_string_site_name_raises(make):
         handlers.trace(make).get_trace()
 
 
+def test_subsampled_plate_without_seed_names_plate():
+    def model():
+        with probnn.plate("minibatch", 10, subsample_size=3):
+            pass
+
+    with pytest.raises(ValueError, match="'minibatch'.*seed"):
+        model()
+
+
 def test_plate_stack_with_empty_sizes_raises():
     with pytest.raises(ValueError, match="'my_plates'.*empty"):
         with probnn.plate_stack("my_plates", []):

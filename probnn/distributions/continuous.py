@@ -10,7 +10,7 @@ from jax.scipy.special import ndtr, ndtri
 
 from probnn.distributions import constraints
 from probnn.distributions.distribution import Distribution
-from probnn.distributions.util import batch_shape_of
+from probnn.distributions.util import batch_shape_of, promote_shapes
 
 __all__ = ["Normal"]
 
@@ -34,8 +34,7 @@ class Normal(Distribution):
     pytree_data_fields = ("loc", "scale")
 
     def __init__(self, loc=0.0, scale=1.0, *, validate_args=None):
-        self.loc = loc
-        self.scale = scale
+        self.loc, self.scale = promote_shapes(loc, scale)
         super().__init__(batch_shape_of(loc, scale), validate_args=validate_args)
 
     def sample(self, key, sample_shape=()):

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from probnn.distributions import constraints
-from probnn.distributions.util import is_concrete, sum_rightmost
+from probnn.distributions.util import is_concrete, promote_shapes, sum_rightmost
 
 __all__ = [
     "Delta",
@@ -255,6 +255,14 @@ class ExpandedDistribution(Distribution):
                 f"cannot expand {type(base_dist).__name__} with batch shape "
                 f"{base_shape} to batch shape {batch_shape}"
             )
+        missing = len(batch_shape) - len(base_shape)
+        if missing:
+            # Give the base the full batch rank (leading singleton dims) so that
+            # dims later added by scan or vmap line up with the expanded ones.
+            base_dist = jax.tree.map(
+                lambda leaf: jnp.reshape(leaf, (1,) * missing + jnp.shape(leaf)),
+                base_dist,
+            )
         self.base_dist = base_dist
         super().__init__(batch_shape, base_dist.event_shape, validate_args=False)
 
@@ -270,36 +278,30 @@ class ExpandedDistribution(Distribution):
     def has_rsample(self):
         return self.base_dist.has_rsample
 
-    def _layout(self):
-        """New leading dims, and the base dims of size 1 that must be widened."""
-        base_shape = self.base_dist.batch_shape
-        leading = self.batch_shape[: len(self.batch_shape) - len(base_shape)]
-        tail = self.batch_shape[len(leading) :]
-        widened = [
-            j for j, (b, e) in enumerate(zip(base_shape, tail)) if b == 1 and e != 1
-        ]
-        return leading, tail, widened
-
     def sample(self, key, sample_shape=()):
         sample_shape = tuple(sample_shape)
-        leading, tail, widened = self._layout()
-        widths = tuple(tail[j] for j in widened)
-        x = self.base_dist.sample(key, sample_shape + leading + widths)
-        # x: sample + leading + widths + base batch + event. Move each width axis
-        # into the place of the size-1 base axis it replaces.
-        front = len(sample_shape) + len(leading)
-        base_start = front + len(widths)
-        x = jnp.squeeze(x, axis=tuple(base_start + j for j in widened))
-        kept = [j for j in range(len(tail)) if j not in widened]
+        batch = self.batch_shape
+        # The base has the full batch rank; its size-1 dims that the expansion
+        # widens get independent draws: draw them as extra sample dims, then
+        # move each into the place of the size-1 dim it replaces.
+        widened = [
+            j
+            for j, (b, e) in enumerate(zip(self.base_dist.batch_shape, batch))
+            if b == 1 and e != 1
+        ]
+        widths = tuple(batch[j] for j in widened)
+        x = self.base_dist.sample(key, sample_shape + widths)
+        front = len(sample_shape)
+        x = jnp.squeeze(x, axis=tuple(front + len(widths) + j for j in widened))
+        kept = [j for j in range(len(batch)) if j not in widened]
         order = list(range(front))
-        for j in range(len(tail)):
+        for j in range(len(batch)):
             if j in widened:
                 order.append(front + widened.index(j))
             else:
                 order.append(front + len(widths) + kept.index(j))
-        order += list(range(front + len(tail), x.ndim))
-        x = jnp.transpose(x, order)
-        return jnp.broadcast_to(x, sample_shape + self.batch_shape + self.event_shape)
+        order += list(range(front + len(batch), x.ndim))
+        return jnp.transpose(x, order)
 
     def log_prob(self, value):
         log_prob = self.base_dist.log_prob(value)
@@ -398,9 +400,14 @@ class MaskedDistribution(Distribution):
     pytree_data_fields = ("base_dist", "_mask")
 
     def __init__(self, base_dist: Distribution, mask, *, validate_args=None):
-        self.base_dist = base_dist
-        self._mask = mask
         batch_shape = jnp.broadcast_shapes(jnp.shape(mask), base_dist.batch_shape)
+        # Expand the base so masked-off members still get independent draws,
+        # and give the mask the full batch rank so added leading dims align.
+        self.base_dist = base_dist.expand(batch_shape)
+        self._mask = jnp.reshape(
+            jnp.asarray(mask),
+            (1,) * (len(batch_shape) - jnp.ndim(mask)) + jnp.shape(mask),
+        )
         super().__init__(batch_shape, base_dist.event_shape, validate_args=False)
 
     @property
@@ -416,16 +423,13 @@ class MaskedDistribution(Distribution):
         return self.base_dist.has_rsample
 
     def sample(self, key, sample_shape=()):
-        value = self.base_dist.sample(key, sample_shape)
-        return jnp.broadcast_to(value, tuple(sample_shape) + self.shape())
+        return self.base_dist.sample(key, sample_shape)
 
     def log_prob(self, value):
-        log_prob = self.base_dist.log_prob(value)
-        shape = jnp.broadcast_shapes(jnp.shape(log_prob), self.batch_shape)
-        return jnp.where(self._mask, log_prob, 0.0) * jnp.ones(shape)
+        return jnp.where(self._mask, self.base_dist.log_prob(value), 0.0)
 
     def enumerate_support(self, expand=True):
-        return self.base_dist.expand(self.batch_shape).enumerate_support(expand)
+        return self.base_dist.enumerate_support(expand)
 
     @property
     def mean(self):
@@ -457,12 +461,13 @@ class Delta(Distribution):
             raise ValueError(
                 f"Delta: event_dim={event_dim} exceeds the {jnp.ndim(v)} dims of v"
             )
-        self.v = v
-        self.log_density = log_density
-        self._event_ndim = event_dim
         shape = jnp.shape(v)
         split = len(shape) - event_dim
         batch_shape = jnp.broadcast_shapes(shape[:split], jnp.shape(log_density))
+        self.v, self.log_density = promote_shapes(
+            v, log_density, event_ndims=(event_dim, 0)
+        )
+        self._event_ndim = event_dim
         super().__init__(batch_shape, shape[split:], validate_args=validate_args)
 
     def sample(self, key, sample_shape=()):

@@ -25,3 +25,19 @@ def batch_shape_of(*params, event_ndims=None) -> tuple[int, ...]:
     event_ndims = event_ndims or (0,) * len(params)
     shapes = [np.shape(p)[: np.ndim(p) - k] for p, k in zip(params, event_ndims)]
     return tuple(jnp.broadcast_shapes(*shapes))
+
+
+def promote_shapes(*params, event_ndims=None):
+    """Give every parameter the same number of batch dims (leading 1s).
+
+    Leading dims that ``jax.vmap`` or ``jax.lax.scan`` later add to all
+    parameters then line up, as broadcasting requires. Parameters that are
+    already of the full rank are returned unchanged.
+    """
+    event_ndims = event_ndims or (0,) * len(params)
+    batch_ndims = [np.ndim(p) - k for p, k in zip(params, event_ndims)]
+    target = max(batch_ndims)
+    return tuple(
+        p if b == target else jnp.reshape(p, (1,) * (target - b) + np.shape(p))
+        for p, b in zip(params, batch_ndims)
+    )
