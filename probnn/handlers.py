@@ -140,9 +140,15 @@ def _split_static(site: Message):
     site = dict(site, kwargs=dict(site["kwargs"], rng_key=None))
     site.pop("stop", None)
     if site["type"] == "sample":
+        fn, sample_shape = site["fn"], site["kwargs"]["sample_shape"]
+        if sample_shape and hasattr(fn, "expand"):
+            # Fold sample_shape into the batch so the time dim stacked in front
+            # of the value and of the distribution's batch is the same dim.
+            fn = fn.expand(tuple(sample_shape) + tuple(fn.batch_shape))
+            site["kwargs"]["sample_shape"] = ()
         # Python-number parameters become arrays so that every step's
         # distribution is stacked along time, not only its traced parameters.
-        site["fn"] = jax.tree.map(_number_to_array, site["fn"])
+        site["fn"] = jax.tree.map(_number_to_array, fn)
         site["value"] = _number_to_array(site["value"])
     leaves, treedef = jax.tree.flatten(site)
     is_array = [isinstance(leaf, jax.Array | np.ndarray) for leaf in leaves]
@@ -277,6 +283,7 @@ class _ValueSetter(Messenger):
         return value
 
     def _value_at_step(self, msg, value, step, length, expected, innermost):
+        value = jnp.asarray(value)  # numpy series cannot be indexed by a tracer
         ndim = jnp.ndim(value)
         if ndim == expected:
             return value

@@ -389,6 +389,25 @@ def test_reverse_sampled_chain_runs_backwards():
     assert float(last) == float(xs[0])
 
 
+def test_sample_shape_inside_body():
+    def model():
+        def step(carry, _):
+            z = probnn.sample("z", dist.Normal(carry, 1.0), sample_shape=(2,))
+            return carry + 1.0, z
+
+        return probnn.scan(step, 0.0, None, length=T)
+
+    _, zs = seed(model, rng_seed=0)()
+    assert zs.shape == (T, 2)
+    log_joint, tr = log_density(seed(model, rng_seed=0), (), {}, {})
+    z = np.asarray(tr["z"]["value"], dtype=np.float64)
+    assert z.shape == (T, 2)
+    loc = np.arange(T, dtype=np.float64)[:, None]
+    np.testing.assert_allclose(
+        float(log_joint), stats.norm.logpdf(z, loc, 1.0).sum(), rtol=1e-5
+    )
+
+
 # -- plates ------------------------------------------------------------------------
 
 
@@ -509,6 +528,40 @@ def test_nested_scan_substituted_log_density():
     np.testing.assert_allclose(float(log_joint), nested_log_joint_np(z), rtol=1e-5)
 
 
+def test_nested_scan_replay_and_condition():
+    old = trace(seed(nested_model, rng_seed=1)).get_trace()
+    z_old = old["z"]["value"]
+    _, z = replay(seed(nested_model, rng_seed=2), trace=old)()
+    np.testing.assert_array_equal(np.asarray(z), np.asarray(z_old))
+    tr = trace(seed(condition(nested_model, data={"z": z_old}), rng_seed=3)).get_trace()
+    assert tr["z"]["is_observed"] is True
+    np.testing.assert_array_equal(np.asarray(tr["z"]["value"]), np.asarray(z_old))
+
+
+def test_nested_scan_deterministic_matches_python_loops():
+    xs = jnp.arange(1.0, 3.0)
+
+    def model():
+        def outer(carry, x):
+            def inner(c, y):
+                probnn.deterministic("d", c + y)
+                return c + y, None
+
+            return probnn.scan(inner, carry, jnp.arange(3.0) * x)[0], None
+
+        return probnn.scan(outer, 0.0, xs)
+
+    tr = trace(model).get_trace()
+    expected, total = [], 0.0
+    for x in np.asarray(xs):
+        row = []
+        for y in np.arange(3.0) * x:
+            total += y
+            row.append(total)
+        expected.append(row)
+    np.testing.assert_allclose(np.asarray(tr["d"]["value"]), expected, rtol=1e-6)
+
+
 # -- forecasting and bad input -----------------------------------------------------
 
 
@@ -574,3 +627,9 @@ def test_scan_without_handlers_matches_lax_scan():
     expected_carry, expected_ys = jax.lax.scan(body, 0.3, xs)
     np.testing.assert_allclose(float(carry), float(expected_carry), rtol=1e-6)
     np.testing.assert_allclose(np.asarray(ys), np.asarray(expected_ys), rtol=1e-6)
+
+
+def test_substitute_accepts_numpy_series():
+    series = np.linspace(-1.0, 1.0, T).astype(np.float32)
+    x, _ = substitute(seed(gaussian_hmm, rng_seed=0), data={"x": series})()
+    np.testing.assert_allclose(np.asarray(x), series)
