@@ -270,7 +270,9 @@ def test_scale_outside_scales_body_sites():
         np.testing.assert_allclose(float(scaled), float(factor) * expected, rtol=1e-5)
 
 
-def test_scale_around_scan_only_scales_body_sites():
+def hmm_with_handler_around_scan(handler):
+    """The HMM with ``handler`` entered around the scan only (not around x_0)."""
+
     def model(y):
         x0 = probnn.sample("x_0", dist.Normal(0.0, 1.0))
 
@@ -279,9 +281,14 @@ def test_scale_around_scan_only_scales_body_sites():
             probnn.sample("y", dist.Normal(x_t, 1.0), obs=y_t)
             return x_t, None
 
-        with scale(scale=3.0):
+        with handler:
             probnn.scan(step, x0, y)
 
+    return model
+
+
+def test_scale_around_scan_only_scales_body_sites():
+    model = hmm_with_handler_around_scan(scale(scale=3.0))
     log_joint, _ = log_density(model, (Y_OBS,), {}, {"x_0": X0, "x": X_SERIES})
     prev = np.concatenate([[X0], X_SERIES[:-1]])
     body = (
@@ -304,17 +311,7 @@ def test_mask_outside_zeroes_body_sites():
 
 
 def test_mask_around_scan_only_zeroes_body_sites():
-    def model(y):
-        x0 = probnn.sample("x_0", dist.Normal(0.0, 1.0))
-
-        def step(x_prev, y_t):
-            x_t = probnn.sample("x", dist.Normal(x_prev, 1.0))
-            probnn.sample("y", dist.Normal(x_t, 1.0), obs=y_t)
-            return x_t, None
-
-        with mask(mask=False):
-            probnn.scan(step, x0, y)
-
+    model = hmm_with_handler_around_scan(mask(mask=False))
     log_joint, _ = log_density(model, (Y_OBS,), {}, {"x_0": X0, "x": X_SERIES})
     np.testing.assert_allclose(
         float(log_joint), stats.norm.logpdf(X0, 0.0, 1.0), rtol=1e-6

@@ -237,7 +237,23 @@ class Distribution:
         )
 
 
-class ExpandedDistribution(Distribution):
+class _Wrapper(Distribution):
+    """A distribution built on ``base_dist``, sharing its support and sampler kind."""
+
+    @property
+    def support(self):
+        return self.base_dist.support
+
+    @property
+    def has_enumerate_support(self):
+        return self.base_dist.has_enumerate_support
+
+    @property
+    def has_rsample(self):
+        return self.base_dist.has_rsample
+
+
+class ExpandedDistribution(_Wrapper):
     """``base`` broadcast to a larger batch shape with independent draws."""
 
     pytree_data_fields = ("base_dist",)
@@ -265,18 +281,6 @@ class ExpandedDistribution(Distribution):
             )
         self.base_dist = base_dist
         super().__init__(batch_shape, base_dist.event_shape, validate_args=False)
-
-    @property
-    def support(self):
-        return self.base_dist.support
-
-    @property
-    def has_enumerate_support(self):
-        return self.base_dist.has_enumerate_support
-
-    @property
-    def has_rsample(self):
-        return self.base_dist.has_rsample
 
     def sample(self, key, sample_shape=()):
         sample_shape = tuple(sample_shape)
@@ -327,7 +331,7 @@ class ExpandedDistribution(Distribution):
         return jnp.broadcast_to(self.base_dist.variance, self.shape())
 
 
-class Independent(Distribution):
+class Independent(_Wrapper):
     """Reinterpret the rightmost ``reinterpreted_batch_ndims`` batch dims of
     ``base_dist`` as event dims.
 
@@ -373,10 +377,6 @@ class Independent(Distribution):
     def has_enumerate_support(self):
         return False
 
-    @property
-    def has_rsample(self):
-        return self.base_dist.has_rsample
-
     def sample(self, key, sample_shape=()):
         return self.base_dist.sample(key, sample_shape)
 
@@ -394,7 +394,7 @@ class Independent(Distribution):
         return self.base_dist.variance
 
 
-class MaskedDistribution(Distribution):
+class MaskedDistribution(_Wrapper):
     """``base_dist`` whose log density is zero where ``mask`` is False."""
 
     pytree_data_fields = ("base_dist", "_mask")
@@ -409,18 +409,6 @@ class MaskedDistribution(Distribution):
             (1,) * (len(batch_shape) - jnp.ndim(mask)) + jnp.shape(mask),
         )
         super().__init__(batch_shape, base_dist.event_shape, validate_args=False)
-
-    @property
-    def support(self):
-        return self.base_dist.support
-
-    @property
-    def has_enumerate_support(self):
-        return self.base_dist.has_enumerate_support
-
-    @property
-    def has_rsample(self):
-        return self.base_dist.has_rsample
 
     def sample(self, key, sample_shape=()):
         return self.base_dist.sample(key, sample_shape)
