@@ -304,6 +304,11 @@ class plate(Messenger):
         super().__enter__()
         return self._indices
 
+    def __exit__(self, *exc):
+        # The indices may be traced; keep none beyond the block.
+        self._indices = None
+        return super().__exit__(*exc)
+
     def _allocate_dim(self, enclosing: list[CondIndepStackFrame]) -> int:
         taken = {frame.dim: frame.name for frame in enclosing}
         if self._requested_dim is not None:
