@@ -1,11 +1,14 @@
-"""Probability distributions, constraints and their helpers.
+"""Probability distributions, constraints, transforms and KL divergences.
 
-Import as ``import probnn.distributions as dist``.
+Import as ``import probnn.distributions as dist``. Each family module lists
+its public names in ``__all__``; this package re-exports them.
 """
 
 from probnn.distributions import constraints
-from probnn.distributions.continuous import Normal
-from probnn.distributions.discrete import Bernoulli, Categorical
+from probnn.distributions.continuous import *  # noqa: F403
+from probnn.distributions.continuous import __all__ as _continuous
+from probnn.distributions.discrete import *  # noqa: F403
+from probnn.distributions.discrete import __all__ as _discrete
 from probnn.distributions.distribution import (
     Delta,
     Distribution,
@@ -15,17 +18,22 @@ from probnn.distributions.distribution import (
     Unit,
     enable_validation,
 )
+from probnn.distributions.mixtures import *  # noqa: F403
+from probnn.distributions.mixtures import __all__ as _mixtures
+from probnn.distributions.multivariate import *  # noqa: F403
+from probnn.distributions.multivariate import __all__ as _multivariate
 
 __all__ = [
-    "Bernoulli",
-    "Categorical",
     "Delta",
     "Distribution",
     "ExpandedDistribution",
     "Independent",
     "MaskedDistribution",
-    "Normal",
     "Unit",
     "constraints",
     "enable_validation",
+    *_continuous,
+    *_discrete,
+    *_mixtures,
+    *_multivariate,
 ]

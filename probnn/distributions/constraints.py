@@ -1,7 +1,10 @@
 """Constraints: the sets that parameters and supports live in.
 
 A constraint is called on a value and returns a boolean array over the batch
-(its ``event_dim`` rightmost dims are reduced).
+(its ``event_dim`` rightmost dims are reduced). ``feasible_like(x)`` gives a
+point inside the set with the shape of ``x``; :func:`probnn.distributions.
+transforms.biject_to` maps each constraint that has one to a bijection from
+unconstrained space.
 
 >>> import jax.numpy as jnp
 >>> from probnn.distributions import constraints
@@ -13,23 +16,49 @@ True
 
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
 
 __all__ = [
     "Constraint",
     "boolean",
+    "circular",
+    "corr_cholesky",
+    "corr_matrix",
     "dependent",
     "greater_than",
+    "greater_than_eq",
     "independent",
+    "integer_greater_than",
     "integer_interval",
     "interval",
+    "is_dependent",
+    "less_than",
+    "lower_cholesky",
+    "multinomial",
+    "nonnegative",
     "nonnegative_integer",
+    "open_interval",
+    "ordered_vector",
     "positive",
+    "positive_definite",
+    "positive_integer",
+    "positive_semidefinite",
     "real",
+    "real_matrix",
     "real_vector",
     "simplex",
+    "softplus_lower_cholesky",
+    "softplus_positive",
+    "sphere",
     "unit_interval",
 ]
+
+
+def _fill(value, prototype):
+    dtype = jnp.result_type(prototype, float)
+    return jnp.broadcast_to(jnp.asarray(value, dtype), jnp.shape(prototype))
 
 
 class Constraint:
@@ -45,7 +74,7 @@ class Constraint:
         raise NotImplementedError
 
     def feasible_like(self, prototype):
-        """A value inside the constraint with the shape and dtype of ``prototype``."""
+        """A value inside the constraint with the shape of ``prototype``."""
         return jnp.zeros_like(prototype)
 
     def __repr__(self):
@@ -54,7 +83,7 @@ class Constraint:
 
 class _Real(Constraint):
     def __call__(self, x):
-        return (x == x) & (x != jnp.inf) & (x != -jnp.inf)
+        return jnp.isfinite(x)
 
     def __repr__(self):
         return "real"
@@ -68,12 +97,18 @@ class _GreaterThan(Constraint):
         return x > self.lower_bound
 
     def feasible_like(self, prototype):
-        return jnp.broadcast_to(self.lower_bound + 1, jnp.shape(prototype)).astype(
-            jnp.result_type(prototype, float)
-        )
+        return _fill(self.lower_bound + 1, prototype)
 
     def __repr__(self):
         return f"greater_than({self.lower_bound})"
+
+
+class _GreaterThanEq(_GreaterThan):
+    def __call__(self, x):
+        return x >= self.lower_bound
+
+    def __repr__(self):
+        return f"greater_than_eq({self.lower_bound})"
 
 
 class _Positive(_GreaterThan):
@@ -82,6 +117,33 @@ class _Positive(_GreaterThan):
 
     def __repr__(self):
         return "positive"
+
+
+class _Nonnegative(_GreaterThanEq):
+    def __init__(self):
+        super().__init__(0.0)
+
+    def __repr__(self):
+        return "nonnegative"
+
+
+class _SoftplusPositive(_Positive):
+    def __repr__(self):
+        return "softplus_positive"
+
+
+class _LessThan(Constraint):
+    def __init__(self, upper_bound):
+        self.upper_bound = upper_bound
+
+    def __call__(self, x):
+        return x < self.upper_bound
+
+    def feasible_like(self, prototype):
+        return _fill(self.upper_bound - 1, prototype)
+
+    def __repr__(self):
+        return f"less_than({self.upper_bound})"
 
 
 class _Interval(Constraint):
@@ -93,13 +155,18 @@ class _Interval(Constraint):
         return (x >= self.lower_bound) & (x <= self.upper_bound)
 
     def feasible_like(self, prototype):
-        middle = (self.lower_bound + self.upper_bound) / 2
-        return jnp.broadcast_to(middle, jnp.shape(prototype)).astype(
-            jnp.result_type(prototype, float)
-        )
+        return _fill((self.lower_bound + self.upper_bound) / 2, prototype)
 
     def __repr__(self):
         return f"interval({self.lower_bound}, {self.upper_bound})"
+
+
+class _OpenInterval(_Interval):
+    def __call__(self, x):
+        return (x > self.lower_bound) & (x < self.upper_bound)
+
+    def __repr__(self):
+        return f"open_interval({self.lower_bound}, {self.upper_bound})"
 
 
 class _UnitInterval(_Interval):
@@ -108,6 +175,14 @@ class _UnitInterval(_Interval):
 
     def __repr__(self):
         return "unit_interval"
+
+
+class _Circular(_Interval):
+    def __init__(self):
+        super().__init__(-math.pi, math.pi)
+
+    def __repr__(self):
+        return "circular"
 
 
 class _IntegerInterval(Constraint):
@@ -127,14 +202,20 @@ class _IntegerInterval(Constraint):
         return f"integer_interval({self.lower_bound}, {self.upper_bound})"
 
 
-class _NonnegativeInteger(Constraint):
+class _IntegerGreaterThan(Constraint):
     is_discrete = True
 
+    def __init__(self, lower_bound):
+        self.lower_bound = lower_bound
+
     def __call__(self, x):
-        return (x >= 0) & (x == jnp.floor(x))
+        return (x >= self.lower_bound) & (x == jnp.floor(x))
+
+    def feasible_like(self, prototype):
+        return jnp.broadcast_to(self.lower_bound, jnp.shape(prototype))
 
     def __repr__(self):
-        return "nonnegative_integer"
+        return f"integer_greater_than({self.lower_bound})"
 
 
 class _Boolean(Constraint):
@@ -145,6 +226,27 @@ class _Boolean(Constraint):
 
     def __repr__(self):
         return "boolean"
+
+
+class _Multinomial(Constraint):
+    """Non-negative integer vectors summing to ``upper_bound``."""
+
+    is_discrete = True
+    event_dim = 1
+
+    def __init__(self, upper_bound):
+        self.upper_bound = upper_bound
+
+    def __call__(self, x):
+        whole = jnp.all((x >= 0) & (x == jnp.floor(x)), axis=-1)
+        return whole & (jnp.sum(x, axis=-1) == self.upper_bound)
+
+    def feasible_like(self, prototype):
+        first = jnp.zeros_like(prototype).at[..., 0].set(1)
+        return first * jnp.expand_dims(jnp.asarray(self.upper_bound), -1)
+
+    def __repr__(self):
+        return f"multinomial({self.upper_bound})"
 
 
 class _Simplex(Constraint):
@@ -160,6 +262,114 @@ class _Simplex(Constraint):
 
     def __repr__(self):
         return "simplex"
+
+
+class _OrderedVector(Constraint):
+    event_dim = 1
+
+    def __call__(self, x):
+        finite = jnp.all(jnp.isfinite(x), axis=-1)
+        return finite & jnp.all(x[..., 1:] > x[..., :-1], axis=-1)
+
+    def feasible_like(self, prototype):
+        steps = jnp.arange(jnp.shape(prototype)[-1], dtype=jnp.result_type(float))
+        return jnp.broadcast_to(steps - steps.mean(), jnp.shape(prototype))
+
+    def __repr__(self):
+        return "ordered_vector"
+
+
+class _Sphere(Constraint):
+    event_dim = 1
+
+    def __call__(self, x):
+        return jnp.abs(jnp.linalg.norm(x, axis=-1) - 1) < 1e-5
+
+    def feasible_like(self, prototype):
+        return jnp.zeros_like(prototype).at[..., 0].set(1)
+
+    def __repr__(self):
+        return "sphere"
+
+
+def _identity_like(prototype):
+    n = jnp.shape(prototype)[-1]
+    return jnp.broadcast_to(
+        jnp.eye(n, dtype=jnp.result_type(float)), jnp.shape(prototype)
+    )
+
+
+class _LowerCholesky(Constraint):
+    """Lower-triangular matrices with positive diagonal."""
+
+    event_dim = 2
+
+    def __call__(self, x):
+        lower = jnp.all(jnp.triu(x, 1) == 0, axis=(-2, -1))
+        diagonal = jnp.diagonal(x, axis1=-2, axis2=-1)
+        return lower & jnp.all(diagonal > 0, axis=-1)
+
+    def feasible_like(self, prototype):
+        return _identity_like(prototype)
+
+    def __repr__(self):
+        return "lower_cholesky"
+
+
+class _SoftplusLowerCholesky(_LowerCholesky):
+    def __repr__(self):
+        return "softplus_lower_cholesky"
+
+
+class _CorrCholesky(Constraint):
+    """Cholesky factors of correlation matrices: lower triangular, positive
+    diagonal, rows of unit norm."""
+
+    event_dim = 2
+
+    def __call__(self, x):
+        unit_rows = jnp.all(jnp.abs(jnp.linalg.norm(x, axis=-1) - 1) < 1e-4, axis=-1)
+        return _LowerCholesky()(x) & unit_rows
+
+    def feasible_like(self, prototype):
+        return _identity_like(prototype)
+
+    def __repr__(self):
+        return "corr_cholesky"
+
+
+class _PositiveDefinite(Constraint):
+    event_dim = 2
+
+    def __call__(self, x):
+        symmetric = jnp.all(jnp.abs(x - jnp.swapaxes(x, -2, -1)) < 1e-6, axis=(-2, -1))
+        return symmetric & jnp.all(jnp.linalg.eigvalsh(x) > 0, axis=-1)
+
+    def feasible_like(self, prototype):
+        return _identity_like(prototype)
+
+    def __repr__(self):
+        return "positive_definite"
+
+
+class _PositiveSemidefinite(_PositiveDefinite):
+    def __call__(self, x):
+        symmetric = jnp.all(jnp.abs(x - jnp.swapaxes(x, -2, -1)) < 1e-6, axis=(-2, -1))
+        return symmetric & jnp.all(jnp.linalg.eigvalsh(x) >= 0, axis=-1)
+
+    def __repr__(self):
+        return "positive_semidefinite"
+
+
+class _CorrMatrix(_PositiveDefinite):
+    def __call__(self, x):
+        unit_diagonal = jnp.all(
+            jnp.abs(jnp.diagonal(x, axis1=-2, axis2=-1) - 1) < 1e-6, axis=-1
+        )
+        return super().__call__(x) & unit_diagonal
+
+    def __repr__(self):
+        return "corr_matrix"
 
 
 class _Independent(Constraint):
@@ -191,7 +401,11 @@ class _Independent(Constraint):
 
 
 class _Dependent(Constraint):
-    """Placeholder for supports that depend on other variables; not checkable."""
+    """Support that depends on other variables; it cannot be checked."""
+
+    def __init__(self, is_discrete: bool = False, event_dim: int = 0):
+        self.is_discrete = is_discrete
+        self.event_dim = event_dim
 
     def __call__(self, x):
         raise ValueError("cannot check a dependent constraint")
@@ -200,15 +414,37 @@ class _Dependent(Constraint):
         return "dependent"
 
 
+def is_dependent(constraint: Constraint) -> bool:
+    return isinstance(constraint, _Dependent)
+
+
 boolean = _Boolean()
+circular = _Circular()
+corr_cholesky = _CorrCholesky()
+corr_matrix = _CorrMatrix()
 dependent = _Dependent()
 greater_than = _GreaterThan
+greater_than_eq = _GreaterThanEq
 independent = _Independent
+integer_greater_than = _IntegerGreaterThan
 integer_interval = _IntegerInterval
 interval = _Interval
-nonnegative_integer = _NonnegativeInteger()
+less_than = _LessThan
+lower_cholesky = _LowerCholesky()
+multinomial = _Multinomial
+nonnegative = _Nonnegative()
+nonnegative_integer = _IntegerGreaterThan(0)
+open_interval = _OpenInterval
+ordered_vector = _OrderedVector()
 positive = _Positive()
+positive_definite = _PositiveDefinite()
+positive_integer = _IntegerGreaterThan(1)
+positive_semidefinite = _PositiveSemidefinite()
 real = _Real()
+real_matrix = _Independent(real, 2)
 real_vector = _Independent(real, 1)
 simplex = _Simplex()
+softplus_lower_cholesky = _SoftplusLowerCholesky()
+softplus_positive = _SoftplusPositive()
+sphere = _Sphere()
 unit_interval = _UnitInterval()

@@ -73,6 +73,7 @@ class Distribution:
     support: constraints.Constraint = constraints.real
     has_enumerate_support: ClassVar[bool] = False
     has_rsample: ClassVar[bool] = False
+    reparametrized_params: ClassVar[tuple[str, ...]] = ()
     pytree_data_fields: ClassVar[tuple[str, ...]] = ()
     pytree_aux_fields: ClassVar[tuple[str, ...]] = ()
 
@@ -154,6 +155,14 @@ class Distribution:
         """Draw samples of shape ``sample_shape + batch_shape + event_shape``."""
         raise NotImplementedError(f"{type(self).__name__} does not implement sample")
 
+    def rsample(self, key, sample_shape: tuple[int, ...] = ()):
+        """A reparameterized draw: differentiable with respect to the parameters."""
+        if not self.has_rsample:
+            raise NotImplementedError(
+                f"{type(self).__name__} has no reparameterized sampler"
+            )
+        return self.sample(key, sample_shape)
+
     def sample_with_intermediates(self, key, sample_shape=()):
         return self.sample(key, sample_shape), []
 
@@ -171,6 +180,18 @@ class Distribution:
     @property
     def variance(self):
         raise NotImplementedError(f"{type(self).__name__} has no closed-form variance")
+
+    def cdf(self, value):
+        """Cumulative distribution function."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form cdf")
+
+    def icdf(self, q):
+        """Inverse of :meth:`cdf`."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form icdf")
+
+    def entropy(self):
+        """Differential (or discrete) entropy, shape ``batch_shape``."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form entropy")
 
     def enumerate_support(self, expand: bool = True):
         """All values of a finite discrete distribution along a new leading dim."""
@@ -211,7 +232,7 @@ class Distribution:
     def _check_args(self) -> None:
         for name, constraint in self.arg_constraints.items():
             value = getattr(self, name, None)
-            if value is None or constraint is constraints.dependent:
+            if value is None or constraints.is_dependent(constraint):
                 continue
             if is_concrete(value) and not bool(jnp.all(constraint(value))):
                 raise ValueError(
@@ -222,7 +243,7 @@ class Distribution:
     def _validate_sample(self, value) -> None:
         if not self._validate_args or not is_concrete(value):
             return
-        if self.support is constraints.dependent:
+        if constraints.is_dependent(self.support):
             return
         if not bool(jnp.all(self.support(value))):
             raise ValueError(

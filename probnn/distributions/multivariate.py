@@ -1,0 +1,5 @@
+"""Multivariate continuous families."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
