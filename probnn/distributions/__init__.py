@@ -4,7 +4,7 @@ Import as ``import probnn.distributions as dist``. Each family module lists
 its public names in ``__all__``; this package re-exports them.
 """
 
-from probnn.distributions import constraints
+from probnn.distributions import constraints, transforms
 from probnn.distributions.continuous import *  # noqa: F403
 from probnn.distributions.continuous import __all__ as _continuous
 from probnn.distributions.discrete import *  # noqa: F403
@@ -22,6 +22,8 @@ from probnn.distributions.mixtures import *  # noqa: F403
 from probnn.distributions.mixtures import __all__ as _mixtures
 from probnn.distributions.multivariate import *  # noqa: F403
 from probnn.distributions.multivariate import __all__ as _multivariate
+from probnn.distributions.transformed import TransformedDistribution
+from probnn.distributions.transforms import biject_to
 
 __all__ = [
     "Delta",
@@ -29,8 +31,11 @@ __all__ = [
     "ExpandedDistribution",
     "Independent",
     "MaskedDistribution",
+    "TransformedDistribution",
     "Unit",
+    "biject_to",
     "constraints",
+    "transforms",
     "enable_validation",
     *_continuous,
     *_discrete,
