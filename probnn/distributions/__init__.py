@@ -18,6 +18,7 @@ from probnn.distributions.distribution import (
     Unit,
     enable_validation,
 )
+from probnn.distributions.kl import kl_divergence, register_kl
 from probnn.distributions.mixtures import *  # noqa: F403
 from probnn.distributions.mixtures import __all__ as _mixtures
 from probnn.distributions.multivariate import *  # noqa: F403
@@ -37,6 +38,8 @@ __all__ = [
     "constraints",
     "transforms",
     "enable_validation",
+    "kl_divergence",
+    "register_kl",
     *_continuous,
     *_discrete,
     *_mixtures,

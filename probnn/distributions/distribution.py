@@ -41,6 +41,15 @@ def enable_validation(is_validate: bool = True) -> None:
     _VALIDATION["enabled"] = bool(is_validate)
 
 
+def _holds(constraint, value) -> bool:
+    """False only when ``value`` is known to violate ``constraint``."""
+    if not is_concrete(value):
+        return True
+    with jax.ensure_compile_time_eval():
+        inside = constraint(value)
+        return not is_concrete(inside) or bool(jnp.all(inside))
+
+
 def _leaf_ndim(value) -> int | None:
     if value is None:
         return None
@@ -229,23 +238,25 @@ class Distribution:
         return MaskedDistribution(self, mask)
 
     # -- validation ----------------------------------------------------------
+    # Checks run on concrete values only. Inside a jit trace even operations on
+    # constants are staged, so they are evaluated at trace time; a check whose
+    # outcome depends on traced values (a traced parameter or value, or a
+    # support whose bounds are traced) is skipped.
     def _check_args(self) -> None:
         for name, constraint in self.arg_constraints.items():
             value = getattr(self, name, None)
             if value is None or constraints.is_dependent(constraint):
                 continue
-            if is_concrete(value) and not bool(jnp.all(constraint(value))):
+            if not _holds(constraint, value):
                 raise ValueError(
                     f"{type(self).__name__}: parameter {name!r} must satisfy "
                     f"{constraint!r}, got {value!r}"
                 )
 
     def _validate_sample(self, value) -> None:
-        if not self._validate_args or not is_concrete(value):
+        if not self._validate_args or constraints.is_dependent(self.support):
             return
-        if constraints.is_dependent(self.support):
-            return
-        if not bool(jnp.all(self.support(value))):
+        if not _holds(self.support, value):
             raise ValueError(
                 f"{type(self).__name__}: value {value!r} is outside the support "
                 f"{self.support!r}"

@@ -37,7 +37,16 @@ def promote_shapes(*params, event_ndims=None):
     event_ndims = event_ndims or (0,) * len(params)
     batch_ndims = [np.ndim(p) - k for p, k in zip(params, event_ndims)]
     target = max(batch_ndims)
+
+    def reshape(p, extra):
+        shape = (1,) * extra + np.shape(p)
+        # Concrete inputs stay concrete (numpy), so static values such as an
+        # integer total_count are not turned into traced values under jit.
+        if isinstance(p, jax.Array):
+            return jnp.reshape(p, shape)
+        return np.reshape(p, shape)
+
     return tuple(
-        p if b == target else jnp.reshape(p, (1,) * (target - b) + np.shape(p))
+        p if b == target else reshape(p, target - b)
         for p, b in zip(params, batch_ndims)
     )

@@ -729,3 +729,14 @@ def test_normal_reparameterized_sample_gradients():
         loc
     )
     assert float(total) == pytest.approx(10.0)
+
+
+def test_validation_inside_jit_checks_concrete_values_only():
+    # Concrete invalid parameters and values are caught while tracing...
+    with pytest.raises(ValueError, match="Normal.*'scale'"):
+        jax.jit(lambda x: dist.Normal(0.0, -1.0, validate_args=True).log_prob(x))(0.0)
+    with pytest.raises(ValueError, match="Bernoulli.*support"):
+        jax.jit(lambda p: dist.Bernoulli(probs=p, validate_args=True).log_prob(2))(0.5)
+    # ...while checks that depend on traced values are skipped, not crashed on.
+    traced = jax.jit(lambda s: dist.Normal(0.0, s, validate_args=True).log_prob(0.0))
+    np.testing.assert_allclose(traced(1.0), -0.5 * np.log(2 * np.pi), rtol=1e-6)
