@@ -107,9 +107,10 @@ def _digamma_tail(x):
     return inv2 * (1 / 12 - inv2 * (1 / 120 - inv2 * (1 / 252 - inv2 / 240)))
 
 
-def _log1pmx(r, log1p_r):
+def _log1pmx(r, log1p_r, accurate_near_zero=False):
     """``log(1 + r) - r``; ``log1p_r`` is ``log(1 + r)`` computed by the caller
-    in a way that stays accurate when ``r`` is near -1."""
+    in a way that stays accurate when ``r`` is near -1 (and, with
+    ``accurate_near_zero``, also for ``|r| < 0.5``, saving a second log1p)."""
     # near zero the difference loses its leading digits; the Taylor series
     # -r^2/2 + r^3/3 - ... does not, and to r^12 it is exact in float32 there
     tiny = jnp.abs(r) < 0.1
@@ -118,6 +119,8 @@ def _log1pmx(r, log1p_r):
     for n in range(12, 1, -1):
         series = (series + (-1) ** (n + 1) / n) * rt
     series = series * rt
+    if accurate_near_zero:
+        return jnp.where(tiny, series, log1p_r - r)
     near = jnp.abs(r) < 0.5
     r_near = jnp.where(near, r, 0.0)
     return jnp.where(
@@ -163,7 +166,7 @@ def _standard_gamma_log_prob(concentration, y, log_y):
     near = jnp.abs(r) < 0.5
     log1p_r = jnp.where(near, jnp.log1p(jnp.where(near, r, 0.0)), log_ratio)
     stable = (
-        a * _log1pmx(r, log_ratio)
+        a * _log1pmx(r, log1p_r, accurate_near_zero=True)
         - log1p_r
         - 0.5 * (_LOG_2PI + jnp.log(a))
         - _stirling_correction(a)
@@ -1066,10 +1069,13 @@ class Gamma(Distribution):
 
     def log_prob(self, value):
         self._validate_sample(value)
-        y = self.rate * value
-        return _standard_gamma_log_prob(
-            self.concentration, y, _log_product(y, self.rate, value)
-        ) + jnp.log(self.rate)
+        log_rate = jnp.log(self.rate)
+        # log(value) + log(rate) stays finite where rate * value underflows
+        log_y = jnp.log(value) + log_rate
+        return (
+            _standard_gamma_log_prob(self.concentration, self.rate * value, log_y)
+            + log_rate
+        )
 
     def cdf(self, value):
         y = self.rate * value
