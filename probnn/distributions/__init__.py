@@ -2,6 +2,13 @@
 
 Import as ``import probnn.distributions as dist``. Each family module lists
 its public names in ``__all__``; this package re-exports them.
+
+Foreign distributions: ``probnn.sample(name, fn)`` accepts any object with
+``sample(key, sample_shape)`` (returning ``sample_shape + batch_shape +
+event_shape``), ``log_prob(value)`` (returning the batch-shaped log density),
+and ``batch_shape`` and ``event_shape`` tuples. Inside a plate whose size
+differs from its batch shape it also needs ``expand(batch_shape)``, and under
+the ``mask`` handler ``mask(mask)``; probnn distributions have both.
 """
 
 from probnn.distributions import constraints, transforms
