@@ -12,6 +12,10 @@ the ``mask`` handler ``mask(mask)``; probnn distributions have both.
 """
 
 from probnn.distributions import constraints, transforms
+from probnn.distributions.bounded import *  # noqa: F403
+from probnn.distributions.bounded import __all__ as _bounded
+from probnn.distributions.conjugate import *  # noqa: F403
+from probnn.distributions.conjugate import __all__ as _conjugate
 from probnn.distributions.continuous import *  # noqa: F403
 from probnn.distributions.continuous import __all__ as _continuous
 from probnn.distributions.discrete import *  # noqa: F403
@@ -30,8 +34,12 @@ from probnn.distributions.mixtures import *  # noqa: F403
 from probnn.distributions.mixtures import __all__ as _mixtures
 from probnn.distributions.multivariate import *  # noqa: F403
 from probnn.distributions.multivariate import __all__ as _multivariate
+from probnn.distributions.positive import *  # noqa: F403
+from probnn.distributions.positive import __all__ as _positive
 from probnn.distributions.transformed import TransformedDistribution
 from probnn.distributions.transforms import biject_to
+from probnn.distributions.zero_inflated import *  # noqa: F403
+from probnn.distributions.zero_inflated import __all__ as _zero_inflated
 
 __all__ = [
     "Delta",
@@ -47,8 +55,12 @@ __all__ = [
     "enable_validation",
     "kl_divergence",
     "register_kl",
+    *_bounded,
+    *_conjugate,
     *_continuous,
     *_discrete,
     *_mixtures,
     *_multivariate,
+    *_positive,
+    *_zero_inflated,
 ]

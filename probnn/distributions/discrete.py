@@ -1,21 +1,27 @@
-"""Discrete families.
-
-Families with a success probability take exactly one of ``probs`` or ``logits``
-and compute the other on demand. NumPyro's one-form class names
-(``BinomialProbs``, ``NegativeBinomialLogits``, ...) are thin subclasses with
-NumPyro's argument order.
+"""Discrete families. Each is parameterised by exactly one of ``probs`` or
+``logits``; the other is computed on demand.
 """
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import betainc, gammaincc, gammaln, xlog1py, xlogy
+from jax.scipy.special import betainc, gammaincc, xlog1py, xlogy
 
 from probnn.distributions import constraints
+from probnn.distributions._discrete_special import (
+    _binomial_log_prob,
+    _concrete_scalar,
+    _enumerate_range,
+    _float,
+    _log1mexp,
+    _multinomial_draw,
+    _multinomial_log_prob,
+    _one_of,
+    _poisson_log_prob,
+    _promote,
+)
 from probnn.distributions.distribution import Distribution
 from probnn.distributions.util import batch_shape_of, is_concrete
 
@@ -23,286 +29,22 @@ __all__ = [
     "Bernoulli",
     "BernoulliLogits",
     "BernoulliProbs",
-    "BetaBinomial",
     "Binomial",
     "BinomialLogits",
     "BinomialProbs",
     "Categorical",
     "CategoricalLogits",
     "CategoricalProbs",
-    "DirichletMultinomial",
     "DiscreteUniform",
-    "GammaPoisson",
     "Geometric",
     "GeometricLogits",
     "GeometricProbs",
     "Multinomial",
     "MultinomialLogits",
     "MultinomialProbs",
-    "NegativeBinomial",
-    "NegativeBinomial2",
-    "NegativeBinomialLogits",
-    "NegativeBinomialProbs",
     "OrderedLogistic",
     "Poisson",
-    "ZeroInflatedLogits",
-    "ZeroInflatedPoisson",
-    "ZeroInflatedProbs",
 ]
-
-
-def _one_of(name: str, probs, logits):
-    if (probs is None) == (logits is None):
-        raise ValueError(f"{name}: pass exactly one of probs= or logits=")
-
-
-def _promote(*params, event_ndims=None):
-    """Give every parameter the same number of batch dims (leading 1s).
-
-    Like :func:`probnn.distributions.util.promote_shapes`, but host values
-    (Python numbers, numpy arrays) are reshaped with numpy, so counts and
-    bounds given as constants stay concrete inside ``jit`` and can still be
-    enumerated there.
-    """
-    event_ndims = event_ndims or (0,) * len(params)
-    batch_ndims = [np.ndim(p) - k for p, k in zip(params, event_ndims)]
-    target = max(batch_ndims)
-    promoted = []
-    for p, b in zip(params, batch_ndims):
-        if b == target:
-            promoted.append(p)
-            continue
-        shape = (1,) * (target - b) + np.shape(p)
-        if isinstance(p, jax.Array):
-            promoted.append(jnp.reshape(p, shape))
-        else:
-            promoted.append(np.reshape(np.asarray(p), shape))
-    return tuple(promoted)
-
-
-def _float(x):
-    return jnp.asarray(x, dtype=jnp.result_type(float))
-
-
-# Saddle-point forms of the binomial, negative binomial and Poisson masses
-# (C. Loader, "Fast and accurate computation of binomial probabilities", 2000).
-# The textbook formulas subtract log-gammas of size n log n to get results of
-# size 1, which in float32 loses about log10(n log n) digits: at n = 1e4 the
-# log mass is off by 1e-3. Written with Stirling's remainder and the deviance
-# term below, every piece is either small or exact where the others cancel.
-
-# The log-mass helpers below are jitted: called eagerly, each then compiles
-# to one fused kernel per shape rather than one kernel per primitive; inside an
-# outer jit, vmap or grad they inline as usual.
-
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-
-
-def _stirling_error(x):
-    """log Gamma(x + 1) - [(x + 1/2) log x - x + log sqrt(2 pi)], for x > 0."""
-    big = x >= 10
-    # safe arguments in each unused branch keep gradients free of NaN
-    inverse = 1.0 / jnp.where(big, x, 10.0)
-    inverse2 = inverse * inverse
-    series = inverse * (
-        1 / 12 - inverse2 * (1 / 360 - inverse2 * (1 / 1260 - inverse2 / 1680))
-    )
-    small = jnp.where(big | (x <= 0), 1.0, x)
-    direct = gammaln(small + 1) - (small + 0.5) * jnp.log(small) + small
-    return jnp.where(big, series, direct - _HALF_LOG_2PI)
-
-
-def _deviance(x, m, log_m):
-    """x log(x / m) + m - x (>= 0) for x >= 0, m >= 0; ``log_m`` is log(m),
-    passed in so that tiny means keep their precision."""
-    positive_m = m > 0
-    m_safe = jnp.where(positive_m, m, 1.0)
-    t = (x - m_safe) / m_safe
-    # m [(1 + t) log(1 + t) - t]: its error is eps |x - m|, not eps x log x.
-    # Away from t = 0 the direct form cancels little, and it is needed there:
-    # below t = -1/2, 1 + t would lose digits, and for very large t (tiny m)
-    # (1 + t) log(1 + t) would overflow
-    near = positive_m & (t > -0.5) & (t < 10.0)
-    t = jnp.where(near, t, 0.0)
-    near_value = m_safe * ((1 + t) * jnp.log1p(t) - t)
-    x_safe = jnp.where(x > 0, x, 1.0)
-    far_value = jnp.where(x > 0, x * (jnp.log(x_safe) - log_m), 0.0) + m - x
-    return jnp.where(near, near_value, far_value)
-
-
-def _binomial_interior(n, s, f, log_ps, log_pf):
-    """log[C(n, s) ps^s pf^f] for s, f > 0 with s + f = n (f passed exactly)."""
-    log_n = jnp.log(n)
-    return (
-        _stirling_error(n)
-        - _stirling_error(s)
-        - _stirling_error(f)
-        - _deviance(s, n * jnp.exp(log_ps), log_n + log_ps)
-        - _deviance(f, n * jnp.exp(log_pf), log_n + log_pf)
-        + 0.5 * (log_n - jnp.log(s) - jnp.log(f))
-        - _HALF_LOG_2PI
-    )
-
-
-@jax.jit
-def _binomial_log_prob(n, k, log_p, log_q):
-    """log Binomial(k | n, p) from log p and log(1 - p); -inf for k outside
-    [0, n]."""
-    interior = (k > 0) & (k < n)
-    core = _binomial_interior(
-        jnp.where(interior, n, 2.0),
-        jnp.where(interior, k, 1.0),
-        jnp.where(interior, n - k, 1.0),
-        log_p,
-        log_q,
-    )
-    empty = n == 0
-    at_zero = jnp.where(empty, 0.0, n * log_q)
-    at_n = jnp.where(empty, 0.0, n * log_p)
-    log_prob = jnp.where(k == 0, at_zero, jnp.where(k == n, at_n, core))
-    return jnp.where((k < 0) | (k > n), -jnp.inf, log_prob)
-
-
-@jax.jit
-def _negative_binomial_log_prob(r, k, log_p, log_q):
-    """log of Gamma(k + r) / (Gamma(r) k!) p^k (1 - p)^r, the number k of
-    successes (probability p each) before the r-th failure."""
-    # NB(k | r, p) = r / (r + k) Binomial(r | r + k, 1 - p)
-    positive = k > 0
-    count = jnp.where(positive, k, 1.0)
-    n = r + count
-    core = _binomial_interior(n, r, count, log_q, log_p) + jnp.log(r) - jnp.log(n)
-    log_prob = jnp.where(positive, core, r * log_q)
-    return jnp.where(k < 0, -jnp.inf, log_prob)
-
-
-@jax.jit
-def _poisson_log_prob(k, rate):
-    """log(rate^k e^-rate / k!)."""
-    positive = k > 0
-    count = jnp.where(positive, k, 1.0)
-    has_rate = rate > 0
-    log_rate = jnp.where(has_rate, jnp.log(jnp.where(has_rate, rate, 1.0)), -jnp.inf)
-    core = (
-        -_stirling_error(count)
-        - _deviance(count, rate, log_rate)
-        - 0.5 * jnp.log(count)
-        - _HALF_LOG_2PI
-    )
-    log_prob = jnp.where(positive, core, -rate)
-    return jnp.where(k < 0, -jnp.inf, log_prob)
-
-
-def _rising_residual(x, m):
-    """log[Gamma(x + m) / (Gamma(x) m!)] less its leading part
-    (x + m) log(x + m) - x log x - m log m; for x > 0, m >= 0."""
-    positive = m > 0
-    m = jnp.where(positive, m, 1.0)
-    n = x + m
-    residual = (
-        _stirling_error(n)
-        - _stirling_error(x)
-        - _stirling_error(m)
-        + 0.5 * (jnp.log(x) - jnp.log(n) - jnp.log(m))
-        - _HALF_LOG_2PI
-    )
-    return jnp.where(positive, residual, 0.0)
-
-
-@jax.jit
-def _polya_log_prob(alpha, x):
-    """log of the Dirichlet-multinomial mass of counts ``x`` (last dim) under
-    concentrations ``alpha``; the beta-binomial has two categories.
-
-    The mass is prod_i R(alpha_i, x_i) / R(A, n) with R(a, m) = Gamma(a + m) /
-    (Gamma(a) m!), A = sum(alpha), n = sum(x). The leading parts of the log R
-    combine into deviances against w_i = (alpha_i + x_i) / (A + n), all
-    non-negative, so nothing of size n log n is left to cancel.
-    """
-    total, n = jnp.sum(alpha, -1), jnp.sum(x, -1)
-    log_w = jnp.log(alpha + x) - jnp.log(total + n)[..., None]
-    w = jnp.exp(log_w)
-    log_total, log_n = jnp.log(total)[..., None], jnp.log(n)[..., None]
-    deviances = _deviance(alpha, total[..., None] * w, log_total + log_w) + _deviance(
-        x, n[..., None] * w, log_n + log_w
-    )
-    residual = jnp.sum(_rising_residual(alpha, x), -1) - _rising_residual(total, n)
-    log_prob = residual - jnp.sum(deviances, -1)
-    return jnp.where(jnp.any(x < 0, -1), -jnp.inf, log_prob)
-
-
-@jax.jit
-def _multinomial_log_prob(x, log_probs):
-    """log Multinomial(x | n = sum(x), p) from log p (last dim), in the
-    saddle-point form: log n! / prod x_i! + sum x_i log p_i with the Stirling
-    parts split off and sum_i x_i log(n p_i / x_i) written as deviances."""
-    n = jnp.sum(x, -1)
-    occupied = x > 0
-    x_safe = jnp.where(occupied, x, 1.0)
-    n_safe = jnp.where(n > 0, n, 1.0)
-    log_n = jnp.log(n_safe)
-    stirling = _stirling_error(n_safe) - jnp.sum(
-        jnp.where(occupied, _stirling_error(x_safe) + 0.5 * jnp.log(x_safe), 0.0), -1
-    )
-    cells = jnp.sum(occupied, -1)
-    gaussian = 0.5 * log_n - _HALF_LOG_2PI * (cells - 1)
-    mean = n_safe[..., None] * jnp.exp(log_probs)
-    deviance = jnp.sum(_deviance(x, mean, log_n[..., None] + log_probs), -1)
-    log_prob = jnp.where(n > 0, stirling + gaussian - deviance, 0.0)
-    return jnp.where(jnp.any(x < 0, -1), -jnp.inf, log_prob)
-
-
-def _log1mexp(x):
-    """log(1 - exp(x)) for x <= 0, accurate near 0 and for very negative x."""
-    return jnp.where(x > -0.6931472, jnp.log(-jnp.expm1(x)), jnp.log1p(-jnp.exp(x)))
-
-
-def _concrete_scalar(name: str, what: str, value):
-    """The single value of a homogeneous, concrete parameter (for enumeration)."""
-    if not is_concrete(value):
-        raise NotImplementedError(
-            f"{name}.enumerate_support needs a concrete {what}, not a traced value"
-        )
-    value = np.asarray(value)
-    if value.size == 0:
-        raise NotImplementedError(f"{name}.enumerate_support: empty {what}")
-    if np.any(value != value.flat[0]):
-        raise NotImplementedError(
-            f"{name}.enumerate_support needs the same {what} across the batch, "
-            f"got {value}"
-        )
-    return value.flat[0]
-
-
-def _enumerate_range(low, high, batch_shape, expand):
-    values = jnp.arange(int(low), int(high) + 1)
-    values = values.reshape((-1,) + (1,) * len(batch_shape))
-    if expand:
-        values = jnp.broadcast_to(values, values.shape[:1] + tuple(batch_shape))
-    return values
-
-
-@jax.jit
-def _multinomial_counts(key, n, p):
-    # jitted on broadcast inputs so that every caller with the same shapes
-    # shares one compiled sampler
-    return jax.random.multinomial(key, n, p).astype(jnp.int32)
-
-
-def _multinomial_draw(key, total_count, probs, shape):
-    """Multinomial counts of shape ``shape + probs.shape[-1:]`` (int32).
-
-    Drawn as a chain of binomials, so ``total_count`` may be traced and needs no
-    upper bound.
-    """
-    shape = tuple(shape)
-    k = jnp.shape(probs)[-1]
-    n = jnp.broadcast_to(_float(total_count), shape)
-    p = jnp.broadcast_to(_float(probs), shape + (k,))
-    return _multinomial_counts(key, n, p)
-
-
-# -- Bernoulli and Categorical ------------------------------------------------------
 
 
 class Bernoulli(Distribution):
@@ -500,9 +242,6 @@ class CategoricalLogits(Categorical):
 
     def __init__(self, logits, *, validate_args=None):
         super().__init__(logits=logits, validate_args=validate_args)
-
-
-# -- Binomial and Multinomial -------------------------------------------------------
 
 
 class Binomial(Distribution):
@@ -754,9 +493,6 @@ class MultinomialLogits(Multinomial):
         )
 
 
-# -- Poisson and its gamma mixtures -------------------------------------------------
-
-
 class Poisson(Distribution):
     """Poisson distribution with mean ``rate``.
 
@@ -800,203 +536,6 @@ class Poisson(Distribution):
     @property
     def variance(self):
         return jnp.broadcast_to(_float(self.rate), self.batch_shape)
-
-
-class GammaPoisson(Distribution):
-    """Poisson distribution whose rate is drawn from
-    ``Gamma(concentration, rate)``: a negative binomial with mean
-    ``concentration / rate``.
-
-    >>> d = GammaPoisson(1.0, 1.0)  # Geometric(probs=1/2)
-    >>> float(jnp.exp(d.log_prob(1)))
-    0.25
-    """
-
-    arg_constraints = {
-        "concentration": constraints.positive,
-        "rate": constraints.positive,
-    }
-    support = constraints.nonnegative_integer
-    pytree_data_fields = ("concentration", "rate")
-
-    def __init__(self, concentration, rate=1.0, *, validate_args=None):
-        self.concentration, self.rate = _promote(concentration, rate)
-        super().__init__(
-            batch_shape_of(concentration, rate), validate_args=validate_args
-        )
-
-    # The count is NB(r, p) with r = concentration and p = 1 / (1 + rate), the
-    # probability attached to each count; subclasses give p in their own terms.
-    def _total(self):
-        return _float(self.concentration)
-
-    def _log_odds(self):
-        """log(p / (1 - p)) = -log(rate): the log scale of the Poisson rate."""
-        return -jnp.log(_float(self.rate))
-
-    def _log_probs_pair(self):
-        """(log p, log(1 - p))."""
-        z = self._log_odds()
-        return jax.nn.log_sigmoid(z), jax.nn.log_sigmoid(-z)
-
-    def sample(self, key, sample_shape=()):
-        shape = tuple(sample_shape) + self.batch_shape
-        key_gamma, key_poisson = jax.random.split(key)
-        r = jnp.broadcast_to(self._total(), shape)
-        # the gamma draw stays in log space so tiny concentrations do not
-        # underflow to exactly zero before scaling
-        log_rate = jax.random.loggamma(key_gamma, r) + self._log_odds()
-        return jax.random.poisson(key_poisson, jnp.exp(log_rate), shape)
-
-    def log_prob(self, value):
-        self._validate_sample(value)
-        log_p, log_q = self._log_probs_pair()
-        return _negative_binomial_log_prob(self._total(), _float(value), log_p, log_q)
-
-    def cdf(self, value):
-        k = jnp.floor(_float(value))
-        q = jnp.exp(self._log_probs_pair()[1])
-        upper = betainc(self._total(), jnp.maximum(k + 1, 1.0), q)
-        return jnp.where(k < 0, 0.0, upper)
-
-    @property
-    def mean(self):
-        return jnp.broadcast_to(
-            self._total() * jnp.exp(self._log_odds()), self.batch_shape
-        )
-
-    @property
-    def variance(self):
-        mean = self.mean
-        return mean + jnp.square(mean) / jnp.broadcast_to(
-            self._total(), self.batch_shape
-        )
-
-
-class NegativeBinomial(GammaPoisson):
-    """Number of successes before ``total_count`` failures, each trial a
-    success with probability ``probs`` (or ``sigmoid(logits)``); NumPyro's
-    convention, which is ``GammaPoisson(total_count, 1 / probs - 1)``.
-
-    In scipy's terms this is ``scipy.stats.nbinom(total_count, 1 - probs)``.
-
-    Args:
-        total_count: number of failures to stop at, positive (need not be an
-            integer).
-        probs: success probability of each trial.
-        logits: log-odds of success.
-
-    >>> d = NegativeBinomial(2.0, probs=0.5)
-    >>> float(jnp.exp(d.log_prob(0)))
-    0.25
-    """
-
-    pytree_data_fields = ("total_count", "_probs", "_logits")
-
-    def __init__(self, total_count, probs=None, logits=None, *, validate_args=None):
-        _one_of(type(self).__name__, probs, logits)
-        param = probs if probs is not None else logits
-        param, self.total_count = _promote(param, total_count)
-        self._probs = param if probs is not None else None
-        self._logits = param if logits is not None else None
-        Distribution.__init__(
-            self, batch_shape_of(param, total_count), validate_args=validate_args
-        )
-
-    @property
-    def arg_constraints(self):
-        if self._probs is not None:
-            return {
-                "total_count": constraints.positive,
-                "probs": constraints.unit_interval,
-            }
-        return {"total_count": constraints.positive, "logits": constraints.real}
-
-    @property
-    def probs(self):
-        if self._probs is not None:
-            return self._probs
-        return jax.nn.sigmoid(self._logits)
-
-    @property
-    def logits(self):
-        if self._logits is not None:
-            return self._logits
-        return jnp.log(self._probs) - jnp.log1p(-self._probs)
-
-    @property
-    def concentration(self):
-        return self.total_count
-
-    @property
-    def rate(self):
-        return jnp.exp(-self._log_odds())
-
-    def _total(self):
-        return _float(self.total_count)
-
-    def _log_odds(self):
-        if self._logits is not None:
-            return _float(self._logits)
-        p = _float(self._probs)
-        return jnp.log(p) - jnp.log1p(-p)
-
-    def _log_probs_pair(self):
-        if self._logits is not None:
-            return super()._log_probs_pair()
-        p = _float(self._probs)
-        return jnp.log(p), jnp.log1p(-p)
-
-
-class NegativeBinomialProbs(NegativeBinomial):
-    """:class:`NegativeBinomial` from ``probs`` (NumPyro's name)."""
-
-    def __init__(self, total_count, probs, *, validate_args=None):
-        super().__init__(total_count, probs=probs, validate_args=validate_args)
-
-
-class NegativeBinomialLogits(NegativeBinomial):
-    """:class:`NegativeBinomial` from ``logits`` (NumPyro's name)."""
-
-    def __init__(self, total_count, logits, *, validate_args=None):
-        super().__init__(total_count, logits=logits, validate_args=validate_args)
-
-
-class NegativeBinomial2(GammaPoisson):
-    """Negative binomial with the given ``mean`` and ``concentration`` (its
-    variance is ``mean + mean**2 / concentration``); the same distribution as
-    ``GammaPoisson(concentration, concentration / mean)``.
-
-    >>> d = NegativeBinomial2(3.0, 2.0)
-    >>> float(d.mean), round(float(d.variance), 4)
-    (3.0, 7.5)
-    """
-
-    arg_constraints = {
-        "mean": constraints.nonnegative,
-        "concentration": constraints.positive,
-    }
-    pytree_data_fields = ("_mean", "concentration")
-
-    def __init__(self, mean, concentration, *, validate_args=None):
-        self._mean, self.concentration = _promote(mean, concentration)
-        Distribution.__init__(
-            self, batch_shape_of(mean, concentration), validate_args=validate_args
-        )
-
-    @property
-    def rate(self):
-        return _float(self.concentration) / _float(self._mean)
-
-    def _log_odds(self):
-        return jnp.log(_float(self._mean)) - jnp.log(_float(self.concentration))
-
-    @property
-    def mean(self):
-        return jnp.broadcast_to(_float(self._mean), self.batch_shape)
-
-
-# -- Geometric ----------------------------------------------------------------------
 
 
 class Geometric(Distribution):
@@ -1099,9 +638,6 @@ class GeometricLogits(Geometric):
         super().__init__(logits=logits, validate_args=validate_args)
 
 
-# -- finite supports ----------------------------------------------------------------
-
-
 class DiscreteUniform(Distribution):
     """Uniform distribution over the integers ``low, low + 1, ..., high``
     (both ends included).
@@ -1186,154 +722,6 @@ class DiscreteUniform(Distribution):
         return jnp.broadcast_to(jnp.log(self._size()), self.batch_shape)
 
 
-class BetaBinomial(Distribution):
-    """Binomial distribution whose success probability is drawn from
-    ``Beta(concentration1, concentration0)``.
-
-    >>> d = BetaBinomial(1.0, 1.0, total_count=3)  # uniform on {0, ..., 3}
-    >>> float(jnp.exp(d.log_prob(2)))
-    0.25
-    """
-
-    arg_constraints = {
-        "concentration1": constraints.positive,
-        "concentration0": constraints.positive,
-        "total_count": constraints.nonnegative_integer,
-    }
-    has_enumerate_support = True
-    pytree_data_fields = ("concentration1", "concentration0", "total_count")
-
-    def __init__(
-        self, concentration1, concentration0, total_count=1, *, validate_args=None
-    ):
-        self.concentration1, self.concentration0, self.total_count = _promote(
-            concentration1, concentration0, total_count
-        )
-        batch_shape = batch_shape_of(concentration1, concentration0, total_count)
-        super().__init__(batch_shape, validate_args=validate_args)
-
-    @property
-    def support(self):
-        return constraints.integer_interval(0, self.total_count)
-
-    def sample(self, key, sample_shape=()):
-        shape = tuple(sample_shape) + self.batch_shape
-        key_beta, key_binomial = jax.random.split(key)
-        a = jnp.broadcast_to(_float(self.concentration1), shape)
-        b = jnp.broadcast_to(_float(self.concentration0), shape)
-        probs = jax.random.beta(key_beta, a, b)
-        n = jnp.broadcast_to(_float(self.total_count), shape)
-        return jax.random.binomial(key_binomial, n, probs).astype(jnp.int32)
-
-    def log_prob(self, value):
-        self._validate_sample(value)
-        value, n = _float(value), _float(self.total_count)
-        a, b = _float(self.concentration1), _float(self.concentration0)
-        shape = jnp.broadcast_shapes(
-            jnp.shape(value), jnp.shape(n), jnp.shape(a), jnp.shape(b)
-        )
-        alpha = jnp.stack([jnp.broadcast_to(a, shape), jnp.broadcast_to(b, shape)], -1)
-        counts = jnp.stack(
-            [jnp.broadcast_to(value, shape), jnp.broadcast_to(n - value, shape)], -1
-        )
-        return _polya_log_prob(alpha, counts)
-
-    def enumerate_support(self, expand=True):
-        n = _concrete_scalar("BetaBinomial", "total_count", self.total_count)
-        return _enumerate_range(0, n, self.batch_shape, expand)
-
-    @property
-    def mean(self):
-        a, b = _float(self.concentration1), _float(self.concentration0)
-        return jnp.broadcast_to(self.total_count * a / (a + b), self.batch_shape)
-
-    @property
-    def variance(self):
-        a, b = _float(self.concentration1), _float(self.concentration0)
-        n = _float(self.total_count)
-        total = a + b
-        variance = n * a * b * (total + n) / (jnp.square(total) * (total + 1))
-        return jnp.broadcast_to(variance, self.batch_shape)
-
-
-class DirichletMultinomial(Distribution):
-    """Multinomial distribution whose category probabilities are drawn from
-    ``Dirichlet(concentration)``; the event is the vector of counts.
-
-    Args:
-        concentration: positive Dirichlet concentration, categories along the
-            last dim.
-        total_count: number of draws.
-        total_count_max: accepted for NumPyro compatibility; not needed.
-
-    >>> d = DirichletMultinomial(jnp.ones(2), total_count=2)  # uniform on 3 vectors
-    >>> round(float(jnp.exp(d.log_prob(jnp.array([1, 1])))), 6)
-    0.333333
-    """
-
-    arg_constraints = {
-        "concentration": constraints.independent(constraints.positive, 1),
-        "total_count": constraints.nonnegative_integer,
-    }
-    pytree_data_fields = ("concentration", "total_count")
-    pytree_aux_fields = ("total_count_max",)
-
-    def __init__(
-        self, concentration, total_count=1, *, total_count_max=None, validate_args=None
-    ):
-        if jnp.ndim(concentration) < 1:
-            raise ValueError(
-                "DirichletMultinomial: concentration needs a last dim indexing the "
-                f"categories, got shape {jnp.shape(concentration)}"
-            )
-        self.concentration, self.total_count = _promote(
-            concentration, total_count, event_ndims=(1, 0)
-        )
-        self.total_count_max = total_count_max
-        batch_shape = batch_shape_of(concentration, total_count, event_ndims=(1, 0))
-        super().__init__(
-            batch_shape, jnp.shape(concentration)[-1:], validate_args=validate_args
-        )
-
-    @property
-    def support(self):
-        return constraints.multinomial(self.total_count)
-
-    def sample(self, key, sample_shape=()):
-        shape = tuple(sample_shape) + self.batch_shape
-        key_dirichlet, key_multinomial = jax.random.split(key)
-        alpha = jnp.broadcast_to(_float(self.concentration), shape + self.event_shape)
-        probs = jax.random.dirichlet(key_dirichlet, alpha)
-        return _multinomial_draw(key_multinomial, self.total_count, probs, shape)
-
-    def log_prob(self, value):
-        self._validate_sample(value)
-        value, alpha = _float(value), _float(self.concentration)
-        shape = jnp.broadcast_shapes(jnp.shape(value), jnp.shape(alpha))
-        log_prob = _polya_log_prob(
-            jnp.broadcast_to(alpha, shape), jnp.broadcast_to(value, shape)
-        )
-        # counts that do not add up to total_count have no mass
-        matches = jnp.sum(value, -1) == _float(self.total_count)
-        return jnp.where(matches, log_prob, -jnp.inf)
-
-    @property
-    def mean(self):
-        alpha = _float(self.concentration)
-        n = jnp.expand_dims(_float(self.total_count), -1)
-        mean = n * alpha / jnp.sum(alpha, axis=-1, keepdims=True)
-        return jnp.broadcast_to(mean, self.shape())
-
-    @property
-    def variance(self):
-        alpha = _float(self.concentration)
-        n = jnp.expand_dims(_float(self.total_count), -1)
-        total = jnp.sum(alpha, axis=-1, keepdims=True)
-        share = alpha / total
-        variance = n * share * (1 - share) * (n + total) / (1 + total)
-        return jnp.broadcast_to(variance, self.shape())
-
-
 @jax.jit
 def _ordered_logistic_log_probs(predictor, cutpoints):
     """log P(category k), k = 0..K-1, for K - 1 increasing cutpoints."""
@@ -1383,134 +771,3 @@ class OrderedLogistic(Categorical):
         cutpoints = jnp.broadcast_to(cutpoints, batch_shape + cutpoints.shape[-1:])
         log_probs = _ordered_logistic_log_probs(predictor, cutpoints)
         super().__init__(logits=log_probs, validate_args=validate_args)
-
-
-# -- zero inflation -----------------------------------------------------------------
-
-
-class ZeroInflatedProbs(Distribution):
-    """``base_dist`` with extra zeros: zero with probability ``gate``,
-    otherwise a draw from ``base_dist`` (which may itself be zero).
-
-    Usually built with :func:`probnn.distributions.ZeroInflatedDistribution`.
-
-    >>> d = ZeroInflatedProbs(Poisson(1.0), 0.5)
-    >>> round(float(jnp.exp(d.log_prob(0))), 4)  # 0.5 + 0.5 * exp(-1)
-    0.6839
-    """
-
-    arg_constraints = {"gate": constraints.unit_interval}
-    pytree_data_fields = ("base_dist", "gate")
-
-    def __init__(self, base_dist, gate, *, validate_args=None):
-        self.base_dist, self.gate, batch_shape = self._setup(base_dist, gate)
-        super().__init__(batch_shape, validate_args=validate_args)
-
-    def _setup(self, base_dist, gate):
-        name = type(self).__name__
-        if not isinstance(base_dist, Distribution):
-            raise TypeError(
-                f"{name}: base_dist must be a Distribution, got {base_dist!r}"
-            )
-        if base_dist.event_shape:
-            raise ValueError(
-                f"{name}: base_dist must have an empty event shape, got "
-                f"{base_dist.event_shape}"
-            )
-        if not getattr(base_dist.support, "is_discrete", False):
-            raise ValueError(
-                f"{name}: base_dist must be discrete, got "
-                f"{type(base_dist).__name__} with support {base_dist.support!r}"
-            )
-        batch_shape = tuple(
-            jnp.broadcast_shapes(jnp.shape(gate), base_dist.batch_shape)
-        )
-        # the gate gets the full batch rank, so dims later added by vmap or scan
-        # line up with those of the expanded base
-        missing = len(batch_shape) - np.ndim(gate)
-        if missing:
-            gate = _promote(gate, np.zeros((1,) * len(batch_shape)))[0]
-        return base_dist.expand(batch_shape), gate, batch_shape
-
-    @property
-    def support(self):
-        return self.base_dist.support
-
-    @property
-    def has_enumerate_support(self):
-        return self.base_dist.has_enumerate_support
-
-    def enumerate_support(self, expand=True):
-        return self.base_dist.enumerate_support(expand)
-
-    def _log_gates(self):
-        """(log gate, log(1 - gate))."""
-        gate = _float(self.gate)
-        return jnp.log(gate), jnp.log1p(-gate)
-
-    def sample(self, key, sample_shape=()):
-        key_gate, key_base = jax.random.split(key)
-        shape = tuple(sample_shape) + self.batch_shape
-        log_gate, _ = self._log_gates()
-        zero = jax.random.bernoulli(key_gate, jnp.exp(log_gate), shape)
-        draws = self.base_dist.sample(key_base, sample_shape)
-        return jnp.where(zero, jnp.zeros_like(draws), draws)
-
-    def log_prob(self, value):
-        self._validate_sample(value)
-        log_gate, log_keep = self._log_gates()
-        base = log_keep + self.base_dist.log_prob(value)
-        return jnp.where(jnp.asarray(value) == 0, jnp.logaddexp(log_gate, base), base)
-
-    @property
-    def mean(self):
-        keep = 1 - jnp.exp(self._log_gates()[0])
-        return jnp.broadcast_to(keep * self.base_dist.mean, self.batch_shape)
-
-    @property
-    def variance(self):
-        keep = 1 - jnp.exp(self._log_gates()[0])
-        mean = self.base_dist.mean
-        second = self.base_dist.variance + jnp.square(mean)
-        return jnp.broadcast_to(
-            keep * second - jnp.square(keep * mean), self.batch_shape
-        )
-
-
-class ZeroInflatedLogits(ZeroInflatedProbs):
-    """:class:`ZeroInflatedProbs` with the gate given as log-odds ``gate_logits``."""
-
-    arg_constraints = {"gate_logits": constraints.real}
-    pytree_data_fields = ("base_dist", "gate_logits")
-
-    def __init__(self, base_dist, gate_logits, *, validate_args=None):
-        self.base_dist, self.gate_logits, batch_shape = self._setup(
-            base_dist, gate_logits
-        )
-        Distribution.__init__(self, batch_shape, validate_args=validate_args)
-
-    @property
-    def gate(self):
-        return jax.nn.sigmoid(self.gate_logits)
-
-    def _log_gates(self):
-        logits = _float(self.gate_logits)
-        return jax.nn.log_sigmoid(logits), jax.nn.log_sigmoid(-logits)
-
-
-class ZeroInflatedPoisson(ZeroInflatedProbs):
-    """Poisson with extra zeros: zero with probability ``gate``, otherwise a
-    ``Poisson(rate)`` draw.
-
-    >>> d = ZeroInflatedPoisson(0.5, 1.0)
-    >>> round(float(d.mean), 4)
-    0.5
-    """
-
-    arg_constraints = {"gate": constraints.unit_interval, "rate": constraints.positive}
-    support = constraints.nonnegative_integer
-    pytree_data_fields = ("base_dist", "gate", "rate")
-
-    def __init__(self, gate, rate=1.0, *, validate_args=None):
-        gate, self.rate = _promote(gate, rate)
-        super().__init__(Poisson(self.rate), gate, validate_args=validate_args)

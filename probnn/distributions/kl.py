@@ -15,7 +15,8 @@ import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import betaln, digamma, gammaln
 
-from probnn.distributions.continuous import Beta, Gamma, Normal
+from probnn.distributions.bounded import Beta
+from probnn.distributions.continuous import Normal
 from probnn.distributions.discrete import Bernoulli, Categorical
 from probnn.distributions.distribution import (
     Delta,
@@ -25,6 +26,7 @@ from probnn.distributions.distribution import (
     MaskedDistribution,
 )
 from probnn.distributions.multivariate import Dirichlet, MultivariateNormal
+from probnn.distributions.positive import Gamma
 from probnn.distributions.util import sum_rightmost
 
 __all__ = ["kl_divergence", "register_kl"]

@@ -12,13 +12,10 @@ import jax
 import jax.numpy as jnp
 
 from probnn.distributions import constraints
-from probnn.distributions.discrete import (
-    Categorical,
-    NegativeBinomial2,
-    ZeroInflatedLogits,
-    ZeroInflatedProbs,
-)
+from probnn.distributions.conjugate import NegativeBinomial2
+from probnn.distributions.discrete import Categorical
 from probnn.distributions.distribution import Distribution
+from probnn.distributions.zero_inflated import ZeroInflatedLogits, ZeroInflatedProbs
 
 __all__ = [
     "Mixture",
