@@ -35,7 +35,12 @@ from probnn.distributions._continuous_special import (
     _wrap_angle,
 )
 from probnn.distributions.distribution import Distribution
-from probnn.distributions.util import batch_shape_of, is_concrete, promote_shapes
+from probnn.distributions.util import (
+    BinaryProbsLogits,
+    batch_shape_of,
+    is_concrete,
+    promote_shapes,
+)
 
 __all__ = [
     "Beta",
@@ -468,7 +473,7 @@ class VonMises(Distribution):
         return jnp.broadcast_to(value, self.batch_shape)
 
 
-class RelaxedBernoulli(Distribution):
+class RelaxedBernoulli(BinaryProbsLogits, Distribution):
     """Binary concrete distribution on ``(0, 1)``: ``sigmoid((logits + L) /
     temperature)`` for standard logistic noise ``L``. Pass exactly one of
     ``probs`` or ``logits``.
@@ -508,18 +513,6 @@ class RelaxedBernoulli(Distribution):
                 "probs": constraints.unit_interval,
             }
         return {"temperature": constraints.positive, "logits": constraints.real}
-
-    @property
-    def probs(self):
-        if self._probs is not None:
-            return self._probs
-        return jax.nn.sigmoid(self._logits)
-
-    @property
-    def logits(self):
-        if self._logits is not None:
-            return self._logits
-        return jnp.log(self._probs) - jnp.log1p(-self._probs)
 
     def sample(self, key, sample_shape=()):
         shape = tuple(sample_shape) + self.batch_shape

@@ -20,7 +20,7 @@ from probnn.distributions._discrete_special import (
     _promote,
 )
 from probnn.distributions.distribution import Distribution
-from probnn.distributions.util import batch_shape_of
+from probnn.distributions.util import BinaryProbsLogits, batch_shape_of
 
 __all__ = [
     "BetaBinomial",
@@ -104,7 +104,7 @@ class GammaPoisson(Distribution):
         )
 
 
-class NegativeBinomial(GammaPoisson):
+class NegativeBinomial(BinaryProbsLogits, GammaPoisson):
     """Number of successes before ``total_count`` failures, each trial a
     success with probability ``probs`` (or ``sigmoid(logits)``); NumPyro's
     convention, which is ``GammaPoisson(total_count, 1 / probs - 1)``.
@@ -144,18 +144,6 @@ class NegativeBinomial(GammaPoisson):
         return {"total_count": constraints.positive, "logits": constraints.real}
 
     @property
-    def probs(self):
-        if self._probs is not None:
-            return self._probs
-        return jax.nn.sigmoid(self._logits)
-
-    @property
-    def logits(self):
-        if self._logits is not None:
-            return self._logits
-        return jnp.log(self._probs) - jnp.log1p(-self._probs)
-
-    @property
     def concentration(self):
         return self.total_count
 
@@ -171,12 +159,6 @@ class NegativeBinomial(GammaPoisson):
             return _float(self._logits)
         p = _float(self._probs)
         return jnp.log(p) - jnp.log1p(-p)
-
-    def _log_probs_pair(self):
-        if self._logits is not None:
-            return super()._log_probs_pair()
-        p = _float(self._probs)
-        return jnp.log(p), jnp.log1p(-p)
 
 
 class NegativeBinomialProbs(NegativeBinomial):

@@ -23,7 +23,7 @@ from probnn.distributions._discrete_special import (
     _promote,
 )
 from probnn.distributions.distribution import Distribution
-from probnn.distributions.util import batch_shape_of, is_concrete
+from probnn.distributions.util import BinaryProbsLogits, batch_shape_of, is_concrete
 
 __all__ = [
     "Bernoulli",
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 
-class Bernoulli(Distribution):
+class Bernoulli(BinaryProbsLogits, Distribution):
     """Bernoulli distribution over {0, 1}.
 
     >>> d = Bernoulli(logits=0.0)
@@ -73,18 +73,6 @@ class Bernoulli(Distribution):
         if self._probs is not None:
             return {"probs": constraints.unit_interval}
         return {"logits": constraints.real}
-
-    @property
-    def probs(self):
-        if self._probs is not None:
-            return self._probs
-        return jax.nn.sigmoid(self._logits)
-
-    @property
-    def logits(self):
-        if self._logits is not None:
-            return self._logits
-        return jnp.log(self._probs) - jnp.log1p(-self._probs)
 
     def sample(self, key, sample_shape=()):
         shape = tuple(sample_shape) + self.batch_shape
@@ -244,7 +232,7 @@ class CategoricalLogits(Categorical):
         super().__init__(logits=logits, validate_args=validate_args)
 
 
-class Binomial(Distribution):
+class Binomial(BinaryProbsLogits, Distribution):
     """Number of successes in ``total_count`` independent trials, each a success
     with probability ``probs`` (or ``sigmoid(logits)``).
 
@@ -291,26 +279,6 @@ class Binomial(Distribution):
     @property
     def support(self):
         return constraints.integer_interval(0, self.total_count)
-
-    @property
-    def probs(self):
-        if self._probs is not None:
-            return self._probs
-        return jax.nn.sigmoid(self._logits)
-
-    @property
-    def logits(self):
-        if self._logits is not None:
-            return self._logits
-        return jnp.log(self._probs) - jnp.log1p(-self._probs)
-
-    def _log_probs_pair(self):
-        """(log p, log(1 - p)), each accurate in its own tail."""
-        if self._logits is not None:
-            logits = _float(self._logits)
-            return jax.nn.log_sigmoid(logits), jax.nn.log_sigmoid(-logits)
-        probs = _float(self._probs)
-        return jnp.log(probs), jnp.log1p(-probs)
 
     def sample(self, key, sample_shape=()):
         shape = tuple(sample_shape) + self.batch_shape
@@ -538,7 +506,7 @@ class Poisson(Distribution):
         return jnp.broadcast_to(_float(self.rate), self.batch_shape)
 
 
-class Geometric(Distribution):
+class Geometric(BinaryProbsLogits, Distribution):
     """Number of failures before the first success, each trial a success with
     probability ``probs`` (or ``sigmoid(logits)``). Samples are floats, as in
     NumPyro.
@@ -565,26 +533,6 @@ class Geometric(Distribution):
         if self._probs is not None:
             return {"probs": constraints.unit_interval}
         return {"logits": constraints.real}
-
-    @property
-    def probs(self):
-        if self._probs is not None:
-            return self._probs
-        return jax.nn.sigmoid(self._logits)
-
-    @property
-    def logits(self):
-        if self._logits is not None:
-            return self._logits
-        return jnp.log(self._probs) - jnp.log1p(-self._probs)
-
-    def _log_probs_pair(self):
-        """(log p, log(1 - p)) for the success probability p."""
-        if self._logits is not None:
-            logits = _float(self._logits)
-            return jax.nn.log_sigmoid(logits), jax.nn.log_sigmoid(-logits)
-        p = _float(self._probs)
-        return jnp.log(p), jnp.log1p(-p)
 
     def sample(self, key, sample_shape=()):
         shape = tuple(sample_shape) + self.batch_shape

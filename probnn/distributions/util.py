@@ -50,3 +50,29 @@ def promote_shapes(*params, event_ndims=None):
         p if b == target else reshape(p, target - b)
         for p, b in zip(params, batch_ndims)
     )
+
+
+class BinaryProbsLogits:
+    """``probs`` and ``logits`` of a success probability given as exactly one
+    of ``self._probs`` or ``self._logits``; the other is computed on demand."""
+
+    @property
+    def probs(self):
+        if self._probs is not None:
+            return self._probs
+        return jax.nn.sigmoid(self._logits)
+
+    @property
+    def logits(self):
+        if self._logits is not None:
+            return self._logits
+        return jnp.log(self._probs) - jnp.log1p(-self._probs)
+
+    def _log_probs_pair(self):
+        """``(log p, log(1 - p))``, each accurate in its own tail."""
+        dtype = jnp.result_type(float)
+        if self._logits is not None:
+            logits = jnp.asarray(self._logits, dtype)
+            return jax.nn.log_sigmoid(logits), jax.nn.log_sigmoid(-logits)
+        probs = jnp.asarray(self._probs, dtype)
+        return jnp.log(probs), jnp.log1p(-probs)
