@@ -338,12 +338,17 @@ class _CorrCholesky(Constraint):
         return "corr_cholesky"
 
 
+def _is_symmetric(x):
+    # Relative to the entries' size, so large float32 matrices are not rejected.
+    gap = jnp.abs(x - jnp.swapaxes(x, -2, -1))
+    return jnp.all(gap <= 1e-6 * (1 + jnp.abs(x)), axis=(-2, -1))
+
+
 class _PositiveDefinite(Constraint):
     event_dim = 2
 
     def __call__(self, x):
-        symmetric = jnp.all(jnp.abs(x - jnp.swapaxes(x, -2, -1)) < 1e-6, axis=(-2, -1))
-        return symmetric & jnp.all(jnp.linalg.eigvalsh(x) > 0, axis=-1)
+        return _is_symmetric(x) & jnp.all(jnp.linalg.eigvalsh(x) > 0, axis=-1)
 
     def feasible_like(self, prototype):
         return _identity_like(prototype)
@@ -354,8 +359,7 @@ class _PositiveDefinite(Constraint):
 
 class _PositiveSemidefinite(_PositiveDefinite):
     def __call__(self, x):
-        symmetric = jnp.all(jnp.abs(x - jnp.swapaxes(x, -2, -1)) < 1e-6, axis=(-2, -1))
-        return symmetric & jnp.all(jnp.linalg.eigvalsh(x) >= 0, axis=-1)
+        return _is_symmetric(x) & jnp.all(jnp.linalg.eigvalsh(x) >= 0, axis=-1)
 
     def __repr__(self):
         return "positive_semidefinite"

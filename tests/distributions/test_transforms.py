@@ -195,3 +195,13 @@ def test_transforms_pass_through_jit_and_vmap():
     scales = jnp.array([1.0, 2.0, 4.0])
     ys = jax.vmap(lambda s: T.AffineTransform(0.0, s)(1.0))(scales)
     np.testing.assert_allclose(ys, scales)
+
+
+def test_positive_definite_tolerates_float32_rounding_of_large_entries():
+    a = jax.random.normal(jax.random.PRNGKey(9), (4, 4))
+    cov = 1e4 * (a @ a.T + jnp.eye(4))
+    # float32 products are not exactly symmetric at this size
+    rounded = cov.at[0, 1].add(1e-3)
+    assert bool(constraints.positive_definite(rounded))
+    assert not bool(constraints.positive_definite(cov.at[0, 1].add(1e2)))
+    assert not bool(constraints.positive_definite(-cov))
