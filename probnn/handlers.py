@@ -255,6 +255,8 @@ class _ValueSetter(Messenger):
     """
 
     site_types: tuple[str, ...] = ("sample",)
+    # Whether a series shorter than the scan fills the remaining steps by drawing.
+    _allow_partial = True
 
     def __init__(self, fn=None):
         # (step, length) of each enclosing scan, outermost first.
@@ -307,8 +309,6 @@ class _ValueSetter(Messenger):
             f"shape {jnp.shape(value)}; expected a series of length {length} "
             f"stacked over {expected}-dim values"
         )
-
-    _allow_partial = True
 
     def scan_image(self, length):
         def image(step):

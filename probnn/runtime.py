@@ -192,17 +192,6 @@ def apply_stack(msg: Message) -> Message:
     return msg
 
 
-def active_handlers(msg: Message) -> list[Messenger]:
-    """Handlers that ``msg`` reaches, outermost first, honouring ``stop``."""
-    reached = []
-    for handler in reversed(_STACK):
-        reached.append(handler)
-        handler.process_message(msg)
-        if msg["stop"]:
-            break
-    return reached[::-1]
-
-
 @contextlib.contextmanager
 def handler_stack(handlers: list[Messenger]) -> Iterator[None]:
     """Temporarily replace the whole handler stack (used for scan bodies)."""

@@ -244,14 +244,19 @@ class Distribution:
     # support whose bounds are traced) is skipped.
     def _check_args(self) -> None:
         for name, constraint in self.arg_constraints.items():
-            value = getattr(self, name, None)
-            if value is None or constraints.is_dependent(constraint):
-                continue
-            if not _holds(constraint, value):
-                raise ValueError(
-                    f"{type(self).__name__}: parameter {name!r} must satisfy "
-                    f"{constraint!r}, got {value!r}"
-                )
+            self._check_arg(name, constraint, getattr(self, name, None))
+
+    def _check_arg(self, name: str, constraint, value) -> None:
+        """Raise if ``value`` of parameter ``name`` is known to violate
+        ``constraint``; families that check other values than their
+        attributes (e.g. the matrix they were given) call this directly."""
+        if value is None or constraints.is_dependent(constraint):
+            return
+        if not _holds(constraint, value):
+            raise ValueError(
+                f"{type(self).__name__}: parameter {name!r} must satisfy "
+                f"{constraint!r}, got {value!r}"
+            )
 
     def _validate_sample(self, value) -> None:
         if not self._validate_args or constraints.is_dependent(self.support):

@@ -12,7 +12,7 @@ from jax.scipy.special import betaln, digamma, gammaln, xlogy
 
 from probnn.distributions import constraints
 from probnn.distributions.distribution import Distribution
-from probnn.distributions.util import batch_shape_of, is_concrete, promote_shapes
+from probnn.distributions.util import batch_shape_of, promote_shapes
 
 __all__ = [
     "Dirichlet",
@@ -266,12 +266,7 @@ class MultivariateNormal(Distribution):
         if name != "scale_tril":
             checks.append(("scale_tril", self.scale_tril))
         for arg, value in checks:
-            constraint = self.arg_constraints[arg]
-            if is_concrete(value) and not bool(jnp.all(constraint(value))):
-                raise ValueError(
-                    f"MultivariateNormal: parameter {arg!r} must satisfy "
-                    f"{constraint!r}, got {value!r}"
-                )
+            self._check_arg(arg, self.arg_constraints[arg], value)
 
     @property
     def covariance_matrix(self):
