@@ -24,6 +24,8 @@ from jax.scipy.special import (
     xlogy,
 )
 
+from probnn.distributions.util import log1mexp
+
 _LOG_2PI = math.log(2 * math.pi)
 
 _HALF_LOG_2PI = 0.5 * _LOG_2PI
@@ -338,14 +340,6 @@ def _log1p_square(v):
     )
 
 
-def _log1mexp(x):
-    """``log(1 - exp(x))`` for ``x <= 0``."""
-    upper = x > -math.log(2)
-    x_upper = jnp.where(upper, x, -1.0)
-    x_lower = jnp.where(upper, -1.0, x)
-    return jnp.where(upper, jnp.log(-jnp.expm1(x_upper)), jnp.log1p(-jnp.exp(x_lower)))
-
-
 def _log_ndtr_safe(z):
     """``log_ndtr`` that also takes infinite ``z`` with finite gradients."""
     finite = jnp.isfinite(z)
@@ -391,7 +385,7 @@ def _log_ndtr_difference(a, b, width=None):
     )
     integral = half_width * jnp.sum(slopes * _GAUSS_LEGENDRE_WEIGHTS, axis=-1)
     log_ratio = jnp.where(short, -integral, log_lower - log_upper)
-    return log_upper + _log1mexp(log_ratio)
+    return log_upper + log1mexp(log_ratio)
 
 
 def _ndtri_of_log(log_p):
@@ -541,7 +535,7 @@ def _truncated_standard_normal_moments(alpha, beta, width=None):
 
     # a < -1 (so b > 1): the interval holds most of the mass and the
     # textbook formulas lose nothing.
-    log_z = log_sf_a + _log1mexp(log_rho)
+    log_z = log_sf_a + log1mexp(log_rho)
     pdf_a = jnp.exp(_log_normal_pdf_safe(a) - log_z)
     pdf_b = jnp.exp(_log_normal_pdf_safe(b) - log_z)
     a_pdf = a_safe * pdf_a

@@ -206,11 +206,6 @@ def _multinomial_log_prob(x, log_probs):
     return jnp.where(jnp.any(x < 0, -1), -jnp.inf, log_prob)
 
 
-def _log1mexp(x):
-    """log(1 - exp(x)) for x <= 0, accurate near 0 and for very negative x."""
-    return jnp.where(x > -0.6931472, jnp.log(-jnp.expm1(x)), jnp.log1p(-jnp.exp(x)))
-
-
 def _concrete_scalar(name: str, what: str, value):
     """The single value of a homogeneous, concrete parameter (for enumeration)."""
     if not is_concrete(value):

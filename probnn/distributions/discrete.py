@@ -15,7 +15,6 @@ from probnn.distributions._discrete_special import (
     _concrete_scalar,
     _enumerate_range,
     _float,
-    _log1mexp,
     _multinomial_draw,
     _multinomial_log_prob,
     _one_of,
@@ -23,7 +22,12 @@ from probnn.distributions._discrete_special import (
     _promote,
 )
 from probnn.distributions.distribution import Distribution
-from probnn.distributions.util import BinaryProbsLogits, batch_shape_of, is_concrete
+from probnn.distributions.util import (
+    BinaryProbsLogits,
+    batch_shape_of,
+    is_concrete,
+    log1mexp,
+)
 
 __all__ = [
     "Bernoulli",
@@ -683,7 +687,7 @@ def _ordered_logistic_log_probs(predictor, cutpoints):
     return (
         jax.nn.log_sigmoid(x - below)
         + jax.nn.log_sigmoid(above - x)
-        + _log1mexp(below - above)
+        + log1mexp(below - above)
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,6 +52,15 @@ def promote_shapes(*params, event_ndims=None):
         p if b == target else reshape(p, target - b)
         for p, b in zip(params, batch_ndims)
     )
+
+
+def log1mexp(x):
+    """``log(1 - exp(x))`` for ``x <= 0``, accurate near 0 and far below it;
+    each branch sees only safe inputs, so gradients stay finite."""
+    upper = x > -math.log(2)
+    x_upper = jnp.where(upper, x, -1.0)
+    x_lower = jnp.where(upper, -1.0, x)
+    return jnp.where(upper, jnp.log(-jnp.expm1(x_upper)), jnp.log1p(-jnp.exp(x_lower)))
 
 
 class BinaryProbsLogits:
