@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import (
+    betaln,
     digamma,
     erfc,
     gammainc,
@@ -21,6 +22,7 @@ from jax.scipy.special import (
     i1e,
     log_ndtr,
     ndtri,
+    xlog1py,
     xlogy,
 )
 
@@ -42,6 +44,11 @@ _GAUSS_LEGENDRE_NODES, _GAUSS_LEGENDRE_WEIGHTS = (
 # Stirling series, whose truncation error there is below 1e-12.
 _STIRLING_MIN = 10.0
 
+# log_gamma shifts its argument up to at least this value by the recurrence
+# Gamma(x + 1) = x Gamma(x) before applying Stirling's series (truncation
+# error there below 5e-10).
+_LGAMMA_SHIFT_MIN = 5.0
+
 # From this many degrees of freedom on, StudentT.cdf uses Hill's expansion.
 _HILL_MIN_DF = 30.0
 
@@ -62,10 +69,40 @@ def _clip_unit(x):
 
 
 def _stirling_correction(x):
-    """``lgamma(x) - ((x - 1/2) log x - x + log(2 pi) / 2)`` for ``x >= 10``."""
+    """``lgamma(x) - ((x - 1/2) log x - x + log(2 pi) / 2)`` for ``x >= 5``."""
     inv = 1 / x
     inv2 = inv * inv
     return inv * (1 / 12 - inv2 * (1 / 360 - inv2 * (1 / 1260 - inv2 / 1680)))
+
+
+def _shift_up(x):
+    """``(b, log b, log(x (x + 1) ... (b - 1)))`` where ``b`` is the first of
+    ``x, x + 1, x + 2, ...`` that is at least ``_LGAMMA_SHIFT_MIN``."""
+    b = x
+    product = jnp.ones_like(x)
+    for _ in range(int(_LGAMMA_SHIFT_MIN)):
+        below = b < _LGAMMA_SHIFT_MIN
+        product = jnp.where(below, product * b, product)
+        b = jnp.where(below, b + 1, b)
+    return b, jnp.log(b), jnp.log(product)
+
+
+def _stirling_log_gamma(b, log_b):
+    """``lgamma(b)`` for ``b >= 5`` given ``log(b)``."""
+    return (b - 0.5) * log_b - b + _HALF_LOG_2PI + _stirling_correction(b)
+
+
+def log_gamma(x):
+    """``lgamma(x)`` for ``x > 0``.
+
+    The recurrence lifts ``x`` to ``b >= 5``, where Stirling's series is
+    accurate: ``lgamma(x) = lgamma(b) - log(x (x + 1) ... (b - 1))``. In
+    float32 this is at least as accurate as ``jax.scipy.special.gammaln`` on
+    (0, 12] (max absolute error 1.4e-6 against 2.2e-6 near 1 and 2, 1.9e-6
+    against 5e-6 on [2.5, 8]) and a third of its cost on CPU.
+    """
+    b, log_b, log_product = _shift_up(x)
+    return _stirling_log_gamma(b, log_b) - log_product
 
 
 def _digamma_tail(x):
@@ -110,7 +147,9 @@ def _standard_gamma_log_prob(concentration, y, log_y):
 
     For large concentrations the textbook form subtracts terms of size
     ``concentration * log(y)`` that nearly cancel; the Stirling form instead
-    works with ``y / concentration - 1``.
+    works with ``y / concentration - 1``. Both share one shifted Stirling
+    evaluation (see ``log_gamma``), which also makes this faster than the
+    textbook form with ``gammaln``.
     """
     y, log_y = jnp.asarray(y), jnp.asarray(log_y)
     # the density vanishes at y = inf, where the terms below give inf - inf
@@ -124,35 +163,173 @@ def _standard_gamma_log_prob(concentration, y, log_y):
         jax.lax.stop_gradient(xlogy(concentration - 1, 0.0)),
         (concentration - 1) * jnp.where(at_zero | ~finite, 0.0, log_y),
     )
-    naive = power - y - gammaln(concentration)
+    # b == concentration wherever concentration >= _STIRLING_MIN
+    b, log_b, log_product = _shift_up(concentration)
+    naive = power - y - (_stirling_log_gamma(b, log_b) - log_product)
     large = concentration >= _STIRLING_MIN
-    a = jnp.where(large, concentration, _STIRLING_MIN)
-    y = jnp.where(large, y, a)
-    r = (y - a) / a
-    log_y_large = jnp.where(large & finite, log_y, jnp.log(a))
-    log_ratio = log_y_large - jnp.log(a)
+    y = jnp.where(large, y, b)
+    r = (y - b) / b
+    log_ratio = jnp.where(large & finite & ~at_zero, log_y, log_b) - log_b
     near = jnp.abs(r) < 0.5
     log1p_r = jnp.where(near, jnp.log1p(jnp.where(near, r, 0.0)), log_ratio)
     stable = (
-        a * _log1pmx(r, log1p_r, accurate_near_zero=True)
+        b * _log1pmx(r, log1p_r, accurate_near_zero=True)
         - log1p_r
-        - 0.5 * (_LOG_2PI + jnp.log(a))
-        - _stirling_correction(a)
+        - 0.5 * (_LOG_2PI + log_b)
+        - _stirling_correction(b)
     )
     return jnp.where(finite, jnp.where(large & ~at_zero, stable, naive), -jnp.inf)
 
 
-def _log_product(product, a, b):
-    """``log(a * b)`` given ``product = a * b``, also where the product
-    underflows (values below float32's smallest normal number are flushed to
-    zero on CPU)."""
-    tiny = product < 1e-30
-    one = jnp.ones_like(product)
-    return jnp.where(
-        tiny,
-        jnp.log(jnp.where(tiny, a, one)) + jnp.log(jnp.where(tiny, b, one)),
-        jnp.log(jnp.where(tiny, one, product)),
+def _beta_log_density(a, b, x, y):
+    """Log density of ``Beta(a, b)`` at ``x`` in [0, 1], given ``y = 1 - x``
+    as well; the smaller of the two must be accurate (the larger may be
+    rounded: its logarithm is taken from the smaller)."""
+    small_x = x <= y
+    x_s, y_s = jnp.where(small_x, x, 0.5), jnp.where(small_x, 0.5, y)
+    naive = jnp.where(
+        small_x,
+        xlogy(a - 1, x_s) + xlog1py(b - 1, -x_s),
+        xlog1py(a - 1, -y_s) + xlogy(b - 1, y_s),
+    ) - betaln(a, b)
+    # With both concentrations large, the terms above are of size a * log(x)
+    # while the result is of order one; the Stirling form works with the
+    # relative deviations of x and y from their means instead.
+    large = jnp.minimum(a, b) >= _STIRLING_MIN
+    a = jnp.where(large, a, _STIRLING_MIN)
+    b = jnp.where(large, b, _STIRLING_MIN)
+    x_s, y_s = jnp.where(large, x_s, 0.5), jnp.where(large, y_s, 0.5)
+    log_x = jnp.where(small_x, jnp.log(x_s), jnp.log1p(-y_s))
+    log_y = jnp.where(small_x, jnp.log1p(-x_s), jnp.log(y_s))
+    n = a + b
+    p, q = a / n, b / n
+    # x - p from the smaller of x and y, so that the rounding of the larger
+    # (and of the larger of p, q) does not enter
+    deviation = jnp.where(small_x, x_s - p, q - y_s)
+    stable = (
+        a * _log1pmx(deviation / p, log_x - jnp.log(p))
+        + b * _log1pmx(-deviation / q, log_y - jnp.log(q))
+        - log_x
+        - log_y
+        + 0.5 * (jnp.log(a) + jnp.log(b) - jnp.log(n))
+        - _HALF_LOG_2PI
+        - _stirling_correction(a)
+        - _stirling_correction(b)
+        + _stirling_correction(n)
     )
+    return jnp.where(large, stable, naive)
+
+
+# Enough continued-fraction terms for float32 up to concentrations of 1e7
+# (the number needed grows like the square root of the concentrations).
+_BETA_CF_MAX_TERMS = 2000
+
+
+def _beta_continued_fraction(a, b, x, y):
+    """The continued fraction of ``I_x(a, b) a B(a, b) / (x^a (1 - x)^b)``
+    (DLMF 8.17.22), by the modified Lentz method, given ``y = 1 - x``;
+    converges quickly for ``x < (a + 1) / (a + b + 2)``."""
+    eps = jnp.finfo(x.dtype).eps
+    tiny = jnp.finfo(x.dtype).tiny * 1e6
+
+    def nonzero(v):
+        return jnp.where(jnp.abs(v) < tiny, tiny, v)
+
+    def step(c, d, numerator):
+        d = 1 / nonzero(1 + numerator * d)
+        c = nonzero(1 + numerator / c)
+        return c, d, c * d
+
+    # 1 - (a + b) x / (a + 1); for x near 1 and near (a + 1) / (a + b + 2)
+    # this cancels to 2 / (a + b + 2), losing a factor of a + b of relative
+    # accuracy, unless written with y
+    first = jnp.where(x > y, 1 - b + (a + b) * y, a + 1 - (a + b) * x)
+    d = 1 / nonzero(first / (a + 1))
+    state = (1, jnp.ones_like(x), d, d, jnp.zeros(x.shape, bool))
+
+    def cond(state):
+        return (state[0] < _BETA_CF_MAX_TERMS) & ~jnp.all(state[4])
+
+    def body(state):
+        m, c, d, h, done = state
+        two_m = 2 * m
+        odd = m * (b - m) * x / ((a + two_m - 1) * (a + two_m))
+        c, d, delta_odd = step(c, d, odd)
+        even = -(a + m) * (a + b + m) * x / ((a + two_m) * (a + two_m + 1))
+        c, d, delta_even = step(c, d, even)
+        h_next = h * delta_odd * delta_even
+        return (
+            m + 1,
+            c,
+            d,
+            jnp.where(done, h, h_next),
+            done | (jnp.abs(delta_odd * delta_even - 1) < eps),
+        )
+
+    return jax.lax.while_loop(cond, body, state)[3]
+
+
+@jax.custom_jvp
+def regularized_beta(a, b, x, y):
+    """``I_x(a, b)``, the Beta(a, b) cdf at ``x``, with ``y = 1 - x`` given by
+    the caller (who can often compute it without rounding).
+
+    Unlike ``jax.scipy.special.betainc``, the prefactor
+    ``x^a (1 - x)^b / (a B(a, b))`` comes from the Beta log density in its
+    Stirling form, so large concentrations keep float32's relative accuracy
+    (``betainc`` is off by 3e-3 at concentrations near 1000). Differentiable
+    in ``x`` (``y`` is taken to move with it); the derivative in ``a`` and
+    ``b`` is not implemented.
+    """
+    dtype = jnp.result_type(a, b, x, y, float)
+    a, b, x, y = jnp.broadcast_arrays(*(jnp.asarray(v, dtype) for v in (a, b, x, y)))
+    inside = (x > 0) & (y > 0)
+    x_in = jnp.where(inside, x, 0.5)
+    y_in = jnp.where(inside, y, 0.5)
+    # the fraction converges fast below the mean; above it, use
+    # I_x(a, b) = 1 - I_{1-x}(b, a)
+    direct = x_in * (a + b + 2) < a + 1
+    a_cf, b_cf = jnp.where(direct, a, b), jnp.where(direct, b, a)
+    x_cf, y_cf = jnp.where(direct, x_in, y_in), jnp.where(direct, y_in, x_in)
+    log_prefactor = (
+        _beta_log_density(a_cf, b_cf, x_cf, y_cf)
+        + jnp.where(x_cf <= y_cf, jnp.log(x_cf), jnp.log1p(-y_cf))
+        + jnp.where(x_cf <= y_cf, jnp.log1p(-x_cf), jnp.log(y_cf))
+        - jnp.log(a_cf)
+    )
+    tail = jnp.exp(log_prefactor) * _beta_continued_fraction(a_cf, b_cf, x_cf, y_cf)
+    interior = jnp.where(direct, tail, 1 - tail)
+    return jnp.where(inside, interior, jnp.where(x <= 0, 0.0, 1.0))
+
+
+def _regularized_beta_jvp(primals, tangents):
+    a, b, x, y = primals
+    for name, tangent in zip(("a", "b"), tangents):
+        if not isinstance(tangent, jax.custom_derivatives.SymbolicZero):
+            raise NotImplementedError(
+                "the Beta cdf (regularized_beta) is not differentiable in its "
+                f"concentration {name}"
+            )
+    value = regularized_beta(a, b, x, y)
+    dx = tangents[2]
+    if isinstance(dx, jax.custom_derivatives.SymbolicZero):
+        return value, jnp.zeros_like(value)
+    inside = (x > 0) & (y > 0)
+    density = jnp.exp(
+        _beta_log_density(a, b, jnp.where(inside, x, 0.5), jnp.where(inside, y, 0.5))
+    )
+    return value, jnp.where(inside, density * dx, 0.0)
+
+
+regularized_beta.defjvp(_regularized_beta_jvp, symbolic_zeros=True)
+
+
+def _log_product(product, a, log_b):
+    """``log(a * b)`` given ``product = a * b`` and ``log(b)``, also where the
+    product underflows (values below float32's smallest normal number are
+    flushed to zero on CPU). One logarithm per element."""
+    tiny = product < 1e-30
+    return jnp.log(jnp.where(tiny, a, product)) + jnp.where(tiny, log_b, 0.0)
 
 
 def _standard_gamma_entropy(concentration):

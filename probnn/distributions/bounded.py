@@ -5,12 +5,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import (
-    betainc,
     betaln,
     digamma,
     i0e,
-    xlog1py,
-    xlogy,
 )
 
 from probnn.distributions import constraints
@@ -19,11 +16,11 @@ from probnn.distributions._continuous_special import (
     _LOG_2PI,
     _LOG_HALF,
     _STIRLING_MIN,
+    _beta_log_density,
     _clip_unit,
     _digamma_difference,
     _digamma_tail,
     _float_dtype,
-    _log1pmx,
     _log_ndtr_difference,
     _log_ndtr_safe,
     _ndtri_of_log,
@@ -33,6 +30,7 @@ from probnn.distributions._continuous_special import (
     _von_mises_centered,
     _von_mises_circular_variance,
     _wrap_angle,
+    regularized_beta,
 )
 from probnn.distributions.distribution import Distribution
 from probnn.distributions.util import (
@@ -93,35 +91,12 @@ class Beta(Distribution):
     def log_prob(self, value):
         self._validate_sample(value)
         a, b = self.concentration1, self.concentration0
-        naive = xlogy(a - 1, value) + xlog1py(b - 1, -value) - betaln(a, b)
-        # With both concentrations large, the terms above are of size
-        # a * log(x) while the result is of order one; the Stirling form works
-        # with the relative deviations of x and 1 - x from the mean instead.
-        large = jnp.minimum(a, b) >= _STIRLING_MIN
-        a = jnp.where(large, a, _STIRLING_MIN)
-        b = jnp.where(large, b, _STIRLING_MIN)
-        x = jnp.where(large, value, 0.5)
-        n = a + b
-        p, q = a / n, b / n
-        # x - p from whichever of x and 1 - x is exact in floating point, so
-        # that the rounding of the larger of p, q does not enter
-        deviation = jnp.where(x < 0.5, x - p, q - (1 - x))
-        log_x, log_1mx = jnp.log(x), jnp.log1p(-x)
-        stable = (
-            a * _log1pmx(deviation / p, log_x - jnp.log(p))
-            + b * _log1pmx(-deviation / q, log_1mx - jnp.log(q))
-            - log_x
-            - log_1mx
-            + 0.5 * (jnp.log(a) + jnp.log(b) - jnp.log(n))
-            - _HALF_LOG_2PI
-            - _stirling_correction(a)
-            - _stirling_correction(b)
-            + _stirling_correction(n)
-        )
-        return jnp.where(large, stable, naive)
+        return _beta_log_density(a, b, value, 1 - value)
 
     def cdf(self, value):
-        return betainc(self.concentration1, self.concentration0, value)
+        return regularized_beta(
+            self.concentration1, self.concentration0, value, 1 - value
+        )
 
     @property
     def mean(self):

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import betainc
 
 from probnn.distributions import constraints
+from probnn.distributions._continuous_special import regularized_beta
 from probnn.distributions._discrete_special import (
     _concrete_scalar,
     _enumerate_range,
@@ -86,8 +86,10 @@ class GammaPoisson(Distribution):
 
     def cdf(self, value):
         k = jnp.floor(_float(value))
-        q = jnp.exp(self._log_probs_pair()[1])
-        upper = betainc(self._total(), jnp.maximum(k + 1, 1.0), q)
+        log_p, log_q = self._log_probs_pair()
+        upper = regularized_beta(
+            self._total(), jnp.maximum(k + 1, 1.0), jnp.exp(log_q), jnp.exp(log_p)
+        )
         return jnp.where(k < 0, 0.0, upper)
 
     @property

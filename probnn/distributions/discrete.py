@@ -7,9 +7,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import betainc, gammaincc, xlog1py, xlogy
+from jax.scipy.special import gammaincc, xlog1py, xlogy
 
 from probnn.distributions import constraints
+from probnn.distributions._continuous_special import regularized_beta
 from probnn.distributions._discrete_special import (
     _binomial_log_prob,
     _concrete_scalar,
@@ -302,8 +303,8 @@ class Binomial(BinaryProbsLogits, Distribution):
         # P(X <= k) = I_{1-p}(n - k, k + 1); arguments made valid off the interior
         a = jnp.where(inside, n - k, 1.0)
         b = jnp.where(inside, k + 1, 1.0)
-        q = jnp.exp(self._log_probs_pair()[1])
-        interior = betainc(a, b, q)
+        log_p, log_q = self._log_probs_pair()
+        interior = regularized_beta(a, b, jnp.exp(log_q), jnp.exp(log_p))
         return jnp.where(k < 0, 0.0, jnp.where(k >= n, 1.0, interior))
 
     def enumerate_support(self, expand=True):

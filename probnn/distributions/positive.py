@@ -114,12 +114,9 @@ class Gamma(Distribution):
     def log_prob(self, value):
         self._validate_sample(value)
         log_rate = jnp.log(self.rate)
-        # log(value) + log(rate) stays finite where rate * value underflows
-        log_y = jnp.log(value) + log_rate
-        return (
-            _standard_gamma_log_prob(self.concentration, self.rate * value, log_y)
-            + log_rate
-        )
+        y = self.rate * value
+        log_y = _log_product(y, value, log_rate)
+        return _standard_gamma_log_prob(self.concentration, y, log_y) + log_rate
 
     def cdf(self, value):
         y = self.rate * value
@@ -210,11 +207,12 @@ class InverseGamma(Distribution):
         positive = (value > 0) & (value < jnp.inf)
         value = jnp.where(positive, value, 1.0)
         y = self.rate / value
-        log_y = _log_product(y, self.rate, 1 / value)
+        log_value = jnp.log(value)
+        log_y = _log_product(y, self.rate, -log_value)
         log_prob = (
             _standard_gamma_log_prob(self.concentration, y, log_y)
             + jnp.log(self.rate)
-            - 2 * jnp.log(value)
+            - 2 * log_value
         )
         return jnp.where(positive, log_prob, -jnp.inf)
 

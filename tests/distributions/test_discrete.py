@@ -771,10 +771,11 @@ def test_cdf_matches_scipy_and_sums_the_mass():
         assert actual.shape == (len(CDF_POINTS), 3)
         with np.errstate(divide="ignore"):
             expected = reference.cdf(x)
-        # 1e-3: float32 betainc (binomial and negative binomial cdfs) is no
-        # closer than about 5e-4 for counts near 1000
+        # 1e-4: the float32 continued fraction of the incomplete beta
+        # function (binomial and negative binomial cdfs) near the mean of
+        # 1000 trials (jax's betainc is off by 5e-4 there)
         np.testing.assert_allclose(
-            actual, expected, rtol=1e-3, atol=1e-6, err_msg=repr(d)
+            actual, expected, rtol=1e-4, atol=1e-6, err_msg=repr(d)
         )
         checked = (dist.Poisson, dist.Geometric, dist.Binomial, dist.NegativeBinomial2)
         if type(d) not in checked:
