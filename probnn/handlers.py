@@ -243,6 +243,9 @@ class trace(Messenger):
             if site["type"] == "param":
                 # One parameter shared by every step: keep a single copy.
                 site["value"] = jax.tree.map(lambda v: v[0], site["value"])
+            elif site["type"] == "mutable":
+                # state updated inside the body: the last step's is the newest
+                site["value"] = jax.tree.map(lambda v: v[-1], site["value"])
             self._record(name, site)
 
 
@@ -268,8 +271,8 @@ class _ValueSetter(Messenger):
 
     def _value(self, msg: Message):
         value = self._lookup(msg)
-        if value is None or not self._steps or msg["type"] == "param":
-            # Params are shared by all scan steps: their values are not series.
+        if value is None or not self._steps or msg["type"] in ("param", "mutable"):
+            # Params and state are shared by all scan steps: not series.
             return value
         if msg["type"] == "sample":
             step_ndim = len(msg["fn"].shape(msg["kwargs"]["sample_shape"]))
@@ -325,16 +328,17 @@ def _data_or_fn(name: str, data, fn_value):
 
 
 class substitute(_ValueSetter):
-    """Replace the values of ``sample``, ``param``, ``deterministic`` and
-    ``plate`` sites by ``data[name]`` or ``substitute_fn(site)`` (None keeps
-    the site's own value). Substituted sample sites stay latent.
+    """Replace the values of ``sample``, ``param``, ``mutable``,
+    ``deterministic`` and ``plate`` sites by ``data[name]`` or
+    ``substitute_fn(site)`` (None keeps the site's own value). Substituted
+    sample sites stay latent.
 
     >>> import probnn
     >>> float(substitute(lambda: probnn.param("w", 1.0), data={"w": 2.0})())
     2.0
     """
 
-    site_types = ("sample", "param", "deterministic", "plate")
+    site_types = ("sample", "param", "mutable", "deterministic", "plate")
 
     def __init__(self, fn=None, data=None, substitute_fn=None):
         _data_or_fn("substitute", data, substitute_fn)

@@ -1,5 +1,5 @@
 """The modelling primitives: sample, param, plate, plate_stack, deterministic,
-factor, subsample, prng_key and module.
+factor, subsample, prng_key, mutable and module.
 
 Each primitive builds a site message and sends it through the handler stack
 (:mod:`probnn.runtime`); with no handler active it behaves like plain JAX code.
@@ -31,6 +31,7 @@ __all__ = [
     "deterministic",
     "factor",
     "module",
+    "mutable",
     "param",
     "plate",
     "plate_stack",
@@ -176,6 +177,41 @@ def factor(name: str, log_factor) -> None:
     """
     unit = Unit(log_factor)
     sample(name, unit, obs=unit.sample(None), infer={"is_auxiliary": True})
+
+
+def mutable(name: str, init_value=None):
+    """Declare non-parameter state (e.g. BatchNorm statistics) that inference
+    carries from one step to the next without differentiating it.
+
+    The site's value is ``init_value`` the first time and afterwards whatever
+    the inference algorithm stored (``SVIState.mutable_state``). When the value
+    is a dict, the model updates it in place and the new contents become the
+    next step's state, as in NumPyro.
+
+    Args:
+        name: name of the site.
+        init_value: the initial state (any pytree; usually a dict).
+
+    Returns:
+        The current state.
+
+    >>> import probnn
+    >>> def model():
+    ...     counter = probnn.mutable("counter", {"n": 0})
+    ...     counter["n"] = counter["n"] + 1
+    >>> tr = probnn.handlers.trace(model).get_trace()
+    >>> tr["counter"]["value"]
+    {'n': 1}
+    """
+    _check_name(name, "mutable")
+    if stack_is_empty():
+        return init_value
+    msg = make_message("mutable", name, _identity, (init_value,))
+    return apply_stack(msg)["value"]
+
+
+def _identity(value):
+    return value
 
 
 def prng_key():
@@ -348,6 +384,25 @@ class plate(Messenger):
         if kind == "sample" and self.subsample_size < self.size:
             factor = self.size / self.subsample_size
             msg["scale"] = factor if msg["scale"] is None else msg["scale"] * factor
+
+    def postprocess_message(self, msg: Message) -> None:
+        event_dim = msg["kwargs"].get("event_dim") if msg["type"] == "param" else None
+        if event_dim is None or self.subsample_size == self.size:
+            return
+        # a param declared inside a subsampled plate holds every member; the
+        # site's value is the current mini-batch's rows
+        value = msg["value"]
+        axis = self.dim - event_dim
+        if jnp.ndim(value) < -axis or jnp.shape(value)[axis] == 1:
+            return
+        if jnp.shape(value)[axis] != self.size:
+            raise ValueError(
+                f"param site {msg['name']!r} with event_dim={event_dim} inside "
+                f"plate {self.name!r}: shape {jnp.shape(value)} has size "
+                f"{jnp.shape(value)[axis]} at dim {axis}, expected the plate's "
+                f"full size {self.size}"
+            )
+        msg["value"] = jnp.take(value, self._indices, axis=axis)
 
     def _broadcast(self, msg: Message) -> None:
         fn = msg["fn"]

@@ -1,5 +1,18 @@
-"""Inference: log densities (more algorithms arrive with later releases)."""
+"""Inference: ELBOs and SVI, log densities and constrained/unconstrained maps."""
 
-from probnn.infer.util import log_density
+from probnn.infer.elbo import ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
+from probnn.infer.svi import SVI, SVIRunResult, SVIState
+from probnn.infer.util import constrain_fn, log_density, transform_fn
 
-__all__ = ["log_density"]
+__all__ = [
+    "ELBO",
+    "SVI",
+    "RenyiELBO",
+    "SVIRunResult",
+    "SVIState",
+    "TraceMeanField_ELBO",
+    "Trace_ELBO",
+    "constrain_fn",
+    "log_density",
+    "transform_fn",
+]

@@ -1,4 +1,5 @@
-"""Log densities of models."""
+"""Log densities of models, and moving their sites between constrained and
+unconstrained space."""
 
 from __future__ import annotations
 
@@ -6,10 +7,89 @@ from collections.abc import Callable
 
 import jax.numpy as jnp
 
+from probnn.distributions import constraints
+from probnn.distributions.transforms import biject_to
 from probnn.handlers import substitute, trace
 from probnn.runtime import Message
 
-__all__ = ["log_density", "site_log_prob"]
+__all__ = [
+    "constrain_fn",
+    "log_density",
+    "site_log_prob",
+    "site_transform",
+    "transform_fn",
+]
+
+
+def site_transform(site: Message):
+    """The bijection from unconstrained space onto a latent sample site's
+    support or a param site's ``constraint``."""
+    if site["type"] == "param":
+        constraint = site["kwargs"].get("constraint", constraints.real)
+    else:
+        constraint = site["fn"].support
+    try:
+        return biject_to(constraint)
+    except NotImplementedError as error:
+        raise NotImplementedError(
+            f"{site['type']} site {site['name']!r}: {error}"
+        ) from None
+
+
+def transform_fn(transforms: dict, params: dict, invert: bool = False) -> dict:
+    """Apply ``transforms[name]`` (or its inverse) to ``params[name]``;
+    entries without a transform pass through unchanged."""
+    out = {}
+    for name, value in params.items():
+        transform = transforms.get(name)
+        if transform is None:
+            out[name] = value
+        else:
+            out[name] = transform.inv(value) if invert else transform(value)
+    return out
+
+
+def constrain_fn(
+    model: Callable,
+    model_args: tuple,
+    model_kwargs: dict,
+    params: dict,
+    return_deterministic: bool = False,
+) -> dict:
+    """Map unconstrained values of latent sample and param sites onto their
+    supports by running the model.
+
+    Args:
+        model: the model.
+        model_args: positional arguments of the model.
+        model_kwargs: keyword arguments of the model.
+        params: unconstrained values by site name.
+        return_deterministic: also return the model's deterministic sites.
+
+    Returns:
+        Constrained values by site name.
+
+    >>> import probnn, probnn.distributions as dist
+    >>> model = lambda: probnn.sample("s", dist.LogNormal(0.0, 1.0))
+    >>> round(float(constrain_fn(model, (), {}, {"s": 0.0})["s"]), 4)
+    1.0
+    """
+
+    def constrain_site(site):
+        value = params.get(site["name"])
+        if value is None or site["type"] not in ("sample", "param"):
+            return value
+        return site_transform(site)(value)
+
+    model_trace = trace(substitute(model, substitute_fn=constrain_site)).get_trace(
+        *model_args, **model_kwargs
+    )
+    out = {name: model_trace[name]["value"] for name in params}
+    if return_deterministic:
+        for name, site in model_trace.items():
+            if site["type"] == "deterministic":
+                out[name] = site["value"]
+    return out
 
 
 def site_log_prob(site: Message):

@@ -1,0 +1,323 @@
+"""Evidence lower bounds: Trace_ELBO, TraceMeanField_ELBO and RenyiELBO.
+
+Each ELBO runs the guide, replays the model against the guide's draws, and
+returns a loss to minimise whose gradient is an unbiased estimate of the
+gradient of the true objective: reparameterized guide sites differentiate
+through their samples, the others contribute score-function terms
+``stop_gradient(elbo) * grad log q(z)``.
+
+Non-parameter state declared with :func:`probnn.mutable` (or by Flax modules)
+comes back as ``mutable_state``. With several particles every particle starts
+from the same state and the kept state is the mean of the particles' updated
+floating-point leaves (their first particle's value for other leaves, such as
+integer counters); with one particle it is that particle's state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from probnn.distributions.kl import kl_divergence
+from probnn.handlers import replay, seed, substitute, trace
+from probnn.infer.util import site_log_prob
+from probnn.runtime import Message
+
+__all__ = ["ELBO", "RenyiELBO", "TraceMeanField_ELBO", "Trace_ELBO"]
+
+
+def _fresh_state(param_map: dict) -> dict:
+    # Models update dict-valued state in place; give each run its own dicts
+    # so that the caller's SVIState is never mutated.
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in param_map.items()}
+
+
+def get_traces(rng_key, param_map: dict, model, guide, args, kwargs):
+    """Run the guide, then the model replayed against the guide's draws,
+    both with ``param_map`` substituted; returns ``(model_trace, guide_trace)``."""
+    guide_key, model_key = jax.random.split(rng_key)
+    data = _fresh_state(param_map)
+    guide_trace = trace(substitute(seed(guide, guide_key), data=data)).get_trace(
+        *args, **kwargs
+    )
+    seeded_model = substitute(seed(model, model_key), data=data)
+    model_trace = trace(replay(seeded_model, trace=guide_trace)).get_trace(
+        *args, **kwargs
+    )
+    return model_trace, guide_trace
+
+
+def mutable_state_of(*traces) -> dict | None:
+    """Values of the ``mutable`` sites of the traces (None when there are none)."""
+    state = {
+        name: site["value"]
+        for tr in traces
+        for name, site in tr.items()
+        if site["type"] == "mutable"
+    }
+    return state or None
+
+
+def is_latent(site: Message) -> bool:
+    return site["type"] == "sample" and not site["is_observed"]
+
+
+def _is_reparameterized(site: Message) -> bool:
+    return bool(getattr(site["fn"], "has_rsample", False))
+
+
+def _score_term(guide_trace) -> jnp.ndarray:
+    """Sum of ``log q(z)`` over guide sites that are not reparameterizable,
+    unscaled by plate subsampling (it is the density the draws came from)."""
+    total = jnp.zeros(())
+    for site in guide_trace.values():
+        if is_latent(site) and not _is_reparameterized(site):
+            total = total + jnp.sum(site["fn"].log_prob(site["value"]))
+    return total
+
+
+def _with_score_gradient(objective, score):
+    """``objective`` in value; in gradient also ``objective * grad(score)``."""
+    return objective + jax.lax.stop_gradient(objective) * (
+        score - jax.lax.stop_gradient(score)
+    )
+
+
+def _model_log_density(model_trace, analytic_kl_from=None) -> jnp.ndarray:
+    total = jnp.zeros(())
+    for name, site in model_trace.items():
+        if site["type"] != "sample":
+            continue
+        if analytic_kl_from is not None and name in analytic_kl_from:
+            continue
+        total = total + jnp.sum(site_log_prob(site))
+    return total
+
+
+def _guide_log_density(guide_trace, skip=()) -> jnp.ndarray:
+    total = jnp.zeros(())
+    for name, site in guide_trace.items():
+        if is_latent(site) and name not in skip:
+            total = total + jnp.sum(site_log_prob(site))
+    return total
+
+
+def _mean_state(states):
+    """Particles' mutable states stacked along a leading dim -> one state."""
+    if states is None:
+        return None
+
+    def reduce(leaf):
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+            return jnp.mean(leaf, axis=0)
+        return leaf[0]
+
+    return jax.tree.map(reduce, states)
+
+
+class ELBO:
+    """Base class: ``num_particles`` independent draws from the guide per step,
+    evaluated with ``vmap`` (``vectorize_particles=True``) or one after another
+    (``lax.map``).
+
+    Subclasses implement ``_particle(rng_key, param_map, model, guide, args,
+    kwargs) -> (objective, mutable_state)`` where the objective is maximised.
+    """
+
+    can_infer_discrete = False
+
+    def __init__(self, num_particles: int = 1, vectorize_particles: bool = True):
+        if not isinstance(num_particles, int) or num_particles < 1:
+            raise ValueError(
+                f"{type(self).__name__}: num_particles must be a positive int, "
+                f"got {num_particles!r}"
+            )
+        self.num_particles = num_particles
+        self.vectorize_particles = vectorize_particles
+
+    def _particle(self, rng_key, param_map, model, guide, args, kwargs):
+        raise NotImplementedError
+
+    def _particles(self, rng_key, param_map, model, guide, args, kwargs):
+        """Objectives of all particles (leading dim) and their mutable states."""
+
+        def one(key):
+            return self._particle(key, param_map, model, guide, args, kwargs)
+
+        if self.num_particles == 1:
+            objective, state = one(rng_key)
+            return jax.tree.map(lambda leaf: leaf[None], objective), state, False
+        keys = jax.random.split(rng_key, self.num_particles)
+        if self.vectorize_particles:
+            objectives, states = jax.vmap(one)(keys)
+        else:
+            objectives, states = jax.lax.map(one, keys)
+        return objectives, states, True
+
+    def _combine(self, objectives):
+        """Loss (to minimise) from the particles' objectives."""
+        return -jnp.mean(objectives)
+
+    def loss_with_mutable_state(
+        self,
+        rng_key,
+        param_map: dict,
+        model: Callable,
+        guide: Callable,
+        *args,
+        **kwargs,
+    ) -> dict:
+        """``{"loss": loss, "mutable_state": state}`` for one step.
+
+        Args:
+            rng_key: key for the guide's and model's draws.
+            param_map: constrained values of param sites and the current
+                mutable state, by site name.
+            model: the model.
+            guide: the guide.
+            *args: positional arguments of model and guide.
+            **kwargs: keyword arguments of model and guide.
+        """
+        objectives, states, stacked = self._particles(
+            rng_key, param_map, model, guide, args, kwargs
+        )
+        state = _mean_state(states) if stacked else states
+        return {"loss": self._combine(objectives), "mutable_state": state}
+
+    def loss(
+        self,
+        rng_key,
+        param_map: dict,
+        model: Callable,
+        guide: Callable,
+        *args,
+        **kwargs,
+    ):
+        """The loss (negative ELBO estimate) for one step; see
+        :meth:`loss_with_mutable_state`."""
+        return self.loss_with_mutable_state(
+            rng_key, param_map, model, guide, *args, **kwargs
+        )["loss"]
+
+
+class Trace_ELBO(ELBO):
+    """The standard ELBO, ``E_q[log p(x, z) - log q(z)]``, estimated from
+    ``num_particles`` draws of the guide.
+
+    >>> import jax, optax, probnn, probnn.distributions as dist
+    >>> from probnn.infer import SVI, Trace_ELBO
+    >>> def model():
+    ...     probnn.sample("x", dist.Normal(0.0, 1.0))
+    >>> def guide():
+    ...     loc = probnn.param("loc", 0.0)
+    ...     probnn.sample("x", dist.Normal(loc, 1.0))
+    >>> elbo = Trace_ELBO(num_particles=1000)
+    >>> loss = elbo.loss(jax.random.PRNGKey(0), {"loc": 0.0}, model, guide)
+    >>> abs(float(loss)) < 0.01  # the guide equals the posterior: ELBO = log Z = 0
+    True
+    """
+
+    def _particle(self, rng_key, param_map, model, guide, args, kwargs):
+        model_trace, guide_trace = get_traces(
+            rng_key, param_map, model, guide, args, kwargs
+        )
+        elbo = _model_log_density(model_trace) - _guide_log_density(guide_trace)
+        elbo = _with_score_gradient(elbo, _score_term(guide_trace))
+        return elbo, mutable_state_of(model_trace, guide_trace)
+
+
+def _analytic_kl(model_site: Message, guide_site: Message):
+    """Scaled ``KL(q || p)`` summed over the site, or None when no formula is
+    registered for the pair."""
+    try:
+        kl = kl_divergence(guide_site["fn"], model_site["fn"])
+    except NotImplementedError:
+        return None
+    if model_site["scale"] is not None:
+        kl = model_site["scale"] * kl
+    return jnp.sum(kl)
+
+
+class TraceMeanField_ELBO(ELBO):
+    """Trace_ELBO with the expectation of ``log p(z) - log q(z)`` replaced by
+    ``-KL(q(z) || p(z))`` in closed form wherever ``kl_divergence`` knows the
+    pair of distributions (other sites use the Monte Carlo estimate).
+
+    Exact for guides whose latent sites are independent of each other (mean
+    field) and model sites whose distribution does not depend on other
+    latents through the guide's draws; it then has lower variance than
+    :class:`Trace_ELBO` and the same expectation.
+    """
+
+    def _particle(self, rng_key, param_map, model, guide, args, kwargs):
+        model_trace, guide_trace = get_traces(
+            rng_key, param_map, model, guide, args, kwargs
+        )
+        analytic = {}
+        for name, site in model_trace.items():
+            guide_site = guide_trace.get(name)
+            if is_latent(site) and guide_site is not None and is_latent(guide_site):
+                kl = _analytic_kl(site, guide_site)
+                if kl is not None:
+                    analytic[name] = kl
+        elbo = (
+            _model_log_density(model_trace, analytic_kl_from=analytic)
+            - _guide_log_density(guide_trace, skip=analytic)
+            - sum(analytic.values(), jnp.zeros(()))
+        )
+        elbo = _with_score_gradient(elbo, _score_term(guide_trace))
+        return elbo, mutable_state_of(model_trace, guide_trace)
+
+
+class RenyiELBO(ELBO):
+    """The Renyi alpha-divergence bound of Li and Turner (2016):
+    ``1 / (1 - alpha) * log mean_k exp((1 - alpha) * w_k)`` with importance
+    log weights ``w_k = log p(x, z_k) - log q(z_k)`` of ``num_particles``
+    guide draws. ``alpha = 0`` is the importance-weighted bound (IWAE); as
+    ``alpha -> 1`` it tends to the ELBO.
+
+    Args:
+        alpha: the divergence's order; any real number except 1.
+        num_particles: number of guide draws (at least 2 for the bound to
+            differ from the ELBO).
+    """
+
+    def __init__(
+        self,
+        alpha: float = 0.0,
+        num_particles: int = 2,
+        vectorize_particles: bool = True,
+    ):
+        if alpha == 1:
+            raise ValueError(
+                "RenyiELBO: alpha=1 is the ordinary ELBO; use Trace_ELBO instead"
+            )
+        self.alpha = alpha
+        super().__init__(num_particles, vectorize_particles)
+
+    def _particle(self, rng_key, param_map, model, guide, args, kwargs):
+        model_trace, guide_trace = get_traces(
+            rng_key, param_map, model, guide, args, kwargs
+        )
+        log_weight = _model_log_density(model_trace) - _guide_log_density(guide_trace)
+        # the score terms of all particles are combined with the whole bound
+        return (log_weight, _score_term(guide_trace)), mutable_state_of(
+            model_trace, guide_trace
+        )
+
+    def _particles(self, rng_key, param_map, model, guide, args, kwargs):
+        (log_weights, scores), states, stacked = super()._particles(
+            rng_key, param_map, model, guide, args, kwargs
+        )
+        return (log_weights, jnp.sum(scores)), states, stacked
+
+    def _combine(self, objectives):
+        log_weights, score = objectives
+        scaled = (1 - self.alpha) * log_weights
+        bound = (jax.nn.logsumexp(scaled) - math.log(self.num_particles)) / (
+            1 - self.alpha
+        )
+        return -_with_score_gradient(bound, score)
