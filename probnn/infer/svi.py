@@ -136,12 +136,9 @@ def check_model_guide_match(model_trace: dict, guide_trace: dict) -> None:
 def _split_static(tree):
     """Array leaves (jit arguments) apart from everything else (constants)."""
     leaves, treedef = jax.tree.flatten(tree)
-    dynamic = [
-        leaf if isinstance(leaf, jax.Array | np.ndarray) else None for leaf in leaves
-    ]
-    static = [
-        None if isinstance(leaf, jax.Array | np.ndarray) else leaf for leaf in leaves
-    ]
+    is_array = [isinstance(leaf, jax.Array | np.ndarray) for leaf in leaves]
+    dynamic = [leaf if array else None for leaf, array in zip(leaves, is_array)]
+    static = tuple(None if array else leaf for leaf, array in zip(leaves, is_array))
     return dynamic, (treedef, static)
 
 
@@ -202,6 +199,7 @@ class SVI:
         self.loss = loss
         self.static_kwargs = static_kwargs
         self._transforms: dict | None = None
+        self._runners: dict = {}
 
     # -- set-up ---------------------------------------------------------------
 
@@ -354,6 +352,41 @@ class SVI:
 
     # -- the training loop ----------------------------------------------------
 
+    def _chunk_runner(self, stable, forward_mode, chunk_size, static_part):
+        """A jitted ``(state, count, dynamic_args) -> (state, losses)`` running
+        ``count <= chunk_size`` steps; kept so that later runs with arguments of
+        the same structure reuse its compilation."""
+        transforms = tuple((name, type(t)) for name, t in self._transforms.items())
+        key = (stable, forward_mode, chunk_size, static_part, transforms)
+        try:
+            return self._runners[key]
+        except TypeError:  # unhashable constant arguments: no reuse
+            key = None
+        except KeyError:
+            pass
+        step = self.stable_update if stable else self.update
+
+        @jax.jit
+        def run_chunk(state, count, dynamic):
+            call_args, call_kwargs = _join_static(dynamic, static_part)
+
+            def body(i, carry):
+                state, losses = carry
+                state, loss = step(
+                    state,
+                    *call_args,
+                    forward_mode_differentiation=forward_mode,
+                    **call_kwargs,
+                )
+                return state, losses.at[i].set(loss)
+
+            losses = jnp.full((chunk_size,), jnp.nan)
+            return jax.lax.fori_loop(0, count, body, (state, losses))
+
+        if key is not None:
+            self._runners[key] = run_chunk
+        return run_chunk
+
     def run(
         self,
         rng_key,
@@ -401,27 +434,11 @@ class SVI:
             if self._transforms is None:
                 self.init(rng_key, *args, **kwargs)
             state = init_state
-        step = self.stable_update if stable_update else self.update
         dynamic, static_part = _split_static((args, kwargs))
         chunk_size = max(1, math.ceil(num_steps / 20))
-
-        @jax.jit
-        def run_chunk(state, count, dynamic):
-            call_args, call_kwargs = _join_static(dynamic, static_part)
-
-            def body(i, carry):
-                state, losses = carry
-                state, loss = step(
-                    state,
-                    *call_args,
-                    forward_mode_differentiation=forward_mode_differentiation,
-                    **call_kwargs,
-                )
-                return state, losses.at[i].set(loss)
-
-            losses = jnp.full((chunk_size,), jnp.nan)
-            return jax.lax.fori_loop(0, count, body, (state, losses))
-
+        run_chunk = self._chunk_runner(
+            stable_update, forward_mode_differentiation, chunk_size, static_part
+        )
         chunks = []
         done = 0
         with tqdm.tqdm(total=num_steps, disable=not progress_bar) as bar:
