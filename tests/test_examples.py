@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import pathlib
+import textwrap
 
 import jax.numpy as jnp
 
@@ -37,12 +38,18 @@ def test_notebooks_execute():
                 exec(compile("".join(cell["source"]), str(path), "exec"), namespace)
 
 
-def test_readme_snippet_runs():
+def test_readme_snippets_run():
     text = (ROOT / "README.md").read_text()
-    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
     namespace = {}
-    exec(compile(snippet, "README.md", "exec"), namespace)
+    # every python block, in order, in one namespace (later ones build on the
+    # first's model)
+    for block in text.split("```python\n")[1:]:
+        snippet = textwrap.dedent(block.split("```", 1)[0])
+        exec(compile(snippet, "README.md", "exec"), namespace)
     assert list(namespace["tr"]) == ["w", "sigma", "data", "y"]
     # log N(w=2 | 0, 1) + sum log N(y | 2x, 0.5) with y = 2x exactly.
     expected = -0.5 * 4.0 - 0.9189385 + 20 * (-0.9189385 - float(jnp.log(0.5)))
     assert abs(float(namespace["log_joint"]) - expected) < 1e-4
+    # the SVI snippet fits w near 2 and the resumed run goes on
+    assert abs(float(namespace["result"].params["w_auto_loc"]) - 2.0) < 0.3
+    assert namespace["more"].losses.shape == (1000,)

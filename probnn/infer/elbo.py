@@ -40,13 +40,12 @@ def get_traces(rng_key, param_map: dict, model, guide, args, kwargs):
     both with ``param_map`` substituted; returns ``(model_trace, guide_trace)``."""
     guide_key, model_key = jax.random.split(rng_key)
     data = _fresh_state(param_map)
-    guide_trace = trace(substitute(seed(guide, guide_key), data=data)).get_trace(
+    # seed outermost: sites whose value is substituted or replayed draw no key
+    guide_trace = trace(seed(substitute(guide, data=data), guide_key)).get_trace(
         *args, **kwargs
     )
-    seeded_model = substitute(seed(model, model_key), data=data)
-    model_trace = trace(replay(seeded_model, trace=guide_trace)).get_trace(
-        *args, **kwargs
-    )
+    replayed = replay(substitute(model, data=data), trace=guide_trace)
+    model_trace = trace(seed(replayed, model_key)).get_trace(*args, **kwargs)
     return model_trace, guide_trace
 
 
