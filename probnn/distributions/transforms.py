@@ -7,7 +7,9 @@ Every transform has ``__call__``, ``inv``, ``log_abs_det_jacobian(x, y)``
 ``event_dim`` is the transform's input / output event rank.
 
 >>> import jax.numpy as jnp
->>> from probnn.distributions import constraints
+>>> from jax.scipy.linalg import solve_triangular
+
+from probnn.distributions import constraints
 >>> t = biject_to(constraints.positive)
 >>> float(t(jnp.array(0.0))), float(t.inv(jnp.array(1.0)))
 (1.0, 0.0)
@@ -20,6 +22,7 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
+from jax.scipy.linalg import solve_triangular
 
 from probnn.distributions import constraints
 from probnn.distributions.util import sum_rightmost
@@ -32,6 +35,7 @@ __all__ = [
     "ExpTransform",
     "IdentityTransform",
     "IndependentTransform",
+    "LowerCholeskyAffine",
     "LowerCholeskyTransform",
     "OrderedTransform",
     "PowerTransform",
@@ -551,6 +555,38 @@ class IndependentTransform(Transform):
         return self.base_transform.inverse_shape(shape)
 
 
+class LowerCholeskyAffine(Transform):
+    """``y = loc + scale_tril @ x`` on vectors, ``scale_tril`` lower triangular
+    (the map from white noise to a multivariate normal).
+
+    >>> import jax.numpy as jnp
+    >>> t = LowerCholeskyAffine(jnp.zeros(2), jnp.array([[2.0, 0.0], [1.0, 1.0]]))
+    >>> t(jnp.array([1.0, 1.0]))
+    Array([2., 2.], dtype=float32)
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    pytree_data_fields = ("loc", "scale_tril")
+
+    def __init__(self, loc, scale_tril):
+        self.loc = loc
+        self.scale_tril = scale_tril
+
+    def __call__(self, x):
+        return self.loc + jnp.einsum("ij,...j->...i", self.scale_tril, x)
+
+    def _inverse(self, y):
+        centred = jnp.asarray(y - self.loc)
+        flat = jnp.reshape(centred, (-1, centred.shape[-1])).T
+        white = solve_triangular(self.scale_tril, flat, lower=True)
+        return jnp.reshape(white.T, centred.shape)
+
+    def log_abs_det_jacobian(self, x, y, intermediates=None):
+        log_det = jnp.sum(jnp.log(jnp.abs(jnp.diagonal(self.scale_tril))))
+        return jnp.broadcast_to(log_det, jnp.shape(x)[:-1])
+
+
 class ComposeTransform(Transform):
     """Apply ``parts`` in order; log Jacobians add up at a common event rank."""
 
@@ -619,9 +655,11 @@ class ComposeTransform(Transform):
 def biject_to(constraint: constraints.Constraint) -> Transform:
     """The transform from unconstrained reals onto ``constraint``.
 
-    >>> from probnn.distributions import constraints
-    >>> type(biject_to(constraints.simplex)).__name__
-    'StickBreakingTransform'
+        >>> from jax.scipy.linalg import solve_triangular
+
+    from probnn.distributions import constraints
+        >>> type(biject_to(constraints.simplex)).__name__
+        'StickBreakingTransform'
     """
     c = constraint
     if c is constraints.real:

@@ -1,9 +1,23 @@
 """Inference: ELBOs and SVI, log densities and constrained/unconstrained maps."""
 
+from probnn.infer import autoguide
 from probnn.infer.elbo import ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
+from probnn.infer.initialization import (
+    init_to_feasible,
+    init_to_mean,
+    init_to_median,
+    init_to_sample,
+    init_to_uniform,
+    init_to_value,
+)
 from probnn.infer.predictive import Predictive, log_likelihood
 from probnn.infer.svi import SVI, SVIRunResult, SVIState
-from probnn.infer.util import constrain_fn, log_density, transform_fn
+from probnn.infer.util import (
+    constrain_fn,
+    log_density,
+    potential_energy,
+    transform_fn,
+)
 
 __all__ = [
     "ELBO",
@@ -14,8 +28,16 @@ __all__ = [
     "SVIState",
     "TraceMeanField_ELBO",
     "Trace_ELBO",
+    "autoguide",
     "constrain_fn",
+    "init_to_feasible",
+    "init_to_mean",
+    "init_to_median",
+    "init_to_sample",
+    "init_to_uniform",
+    "init_to_value",
     "log_density",
     "log_likelihood",
+    "potential_energy",
     "transform_fn",
 ]

@@ -14,6 +14,7 @@ import optax
 import tqdm.auto as tqdm
 
 from probnn.distributions import constraints
+from probnn.distributions.distribution import Delta
 from probnn.handlers import replay, seed, substitute, trace
 from probnn.infer.elbo import is_latent
 from probnn.infer.util import site_transform, transform_fn
@@ -111,6 +112,8 @@ def check_model_guide_match(model_trace: dict, guide_trace: dict) -> None:
             raise ValueError(
                 f"site {name!r} is latent in the model but observed in the guide"
             )
+        if isinstance(guide_site["fn"], Delta):
+            continue  # a point mass claims no support of its own
         model_support = _support_signature(site["fn"].support)
         guide_support = _support_signature(guide_site["fn"].support)
         if model_support is None or guide_support is None:

@@ -9,12 +9,14 @@ import jax.numpy as jnp
 
 from probnn.distributions import constraints
 from probnn.distributions.transforms import biject_to
-from probnn.handlers import substitute, trace
+from probnn.distributions.util import sum_rightmost
+from probnn.handlers import seed, substitute, trace
 from probnn.runtime import Message
 
 __all__ = [
     "constrain_fn",
     "log_density",
+    "potential_energy",
     "site_log_prob",
     "site_transform",
     "transform_fn",
@@ -132,3 +134,62 @@ def log_density(
         if site["type"] == "sample":
             log_joint = log_joint + jnp.sum(site_log_prob(site))
     return log_joint, model_trace
+
+
+def potential_energy(
+    model: Callable,
+    model_args: tuple,
+    model_kwargs: dict,
+    params: dict,
+    param_values: dict | None = None,
+):
+    """Negative log joint of ``model`` at latent values given in unconstrained
+    space (``params``), including the log Jacobians of the maps onto the
+    sites' supports: the potential energy of HMC and the objective of the
+    Laplace approximation.
+
+    Args:
+        model: the model.
+        model_args: positional arguments of the model.
+        model_kwargs: keyword arguments of the model.
+        params: unconstrained values of latent sample sites, by name.
+        param_values: values of ``param`` sites, by name (optional).
+
+    The model runs under a fixed seed, so subsampled plates see the same
+    mini-batch on every call.
+
+    >>> import probnn, probnn.distributions as dist
+    >>> model = lambda: probnn.sample("s", dist.LogNormal(0.0, 1.0))
+    >>> # at s = exp(0): -log N(0 | 0, 1), the Jacobian cancels 1 / s
+    >>> round(float(potential_energy(model, (), {}, {"s": 0.0})), 4)
+    0.9189
+    """
+    param_values = param_values or {}
+    log_jacobians = []
+
+    def value_of(site: Message):
+        name = site["name"]
+        if site["type"] == "param":
+            return param_values.get(name)
+        if site["type"] != "sample" or site["is_observed"] or name not in params:
+            return None
+        transform = site_transform(site)
+        unconstrained = params[name]
+        value = transform(unconstrained)
+        log_det = transform.log_abs_det_jacobian(unconstrained, value)
+        batch_ndim = jnp.ndim(value) - site["fn"].event_dim
+        log_det = sum_rightmost(log_det, jnp.ndim(log_det) - batch_ndim)
+        if site["scale"] is not None:
+            log_det = site["scale"] * log_det
+        log_jacobians.append(jnp.sum(log_det))
+        return value
+
+    seeded = seed(model, rng_seed=0)
+    model_trace = trace(substitute(seeded, substitute_fn=value_of)).get_trace(
+        *model_args, **model_kwargs
+    )
+    log_joint = sum(log_jacobians, jnp.zeros(()))
+    for site in model_trace.values():
+        if site["type"] == "sample":
+            log_joint = log_joint + jnp.sum(site_log_prob(site))
+    return -log_joint

@@ -430,7 +430,11 @@ def test_lowrank_mvn_matches_dense_scipy(n, rank, seed):
     )
     np.testing.assert_allclose(float(entropy), reference.entropy(), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(variance), np.diag(cov), rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(covariance), cov, rtol=1e-5)
+    # entries near zero come from cancelling products of the factor's
+    # entries: their error is relative to the largest entry
+    np.testing.assert_allclose(
+        np.asarray(covariance), cov, rtol=1e-5, atol=1e-6 * np.abs(cov).max()
+    )
     np.testing.assert_allclose(
         np.asarray(precision), np.linalg.inv(cov), rtol=1e-3, atol=1e-4
     )

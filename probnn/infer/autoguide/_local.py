@@ -1,0 +1,236 @@
+"""Autoguides with params per latent site: AutoNormal and AutoDelta."""
+
+import contextlib
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+import probnn.distributions as dist
+from probnn.distributions import constraints
+from probnn.infer.autoguide._base import (
+    AutoGuide,
+    _check_init_scale,
+    _is_identity,
+    _repeat_to_full_size,
+)
+from probnn.infer.initialization import (
+    init_to_median,
+    init_to_uniform,
+)
+from probnn.primitives import param, sample
+
+
+class AutoNormal(AutoGuide):
+    """Independent Normal distributions over every latent site in
+    unconstrained space, with params ``{site}_{prefix}_loc`` and
+    ``{site}_{prefix}_scale``.
+
+    Local latent sites inside (subsampled) plates get params of the plates'
+    full sizes; the guide recreates the plates so that each step trains the
+    rows of the current mini-batch.
+
+    Args:
+        model: the model to guide.
+        prefix: prefix of the param names.
+        init_loc_fn: initialization strategy for the locations.
+        init_scale: initial scale in unconstrained space.
+        create_plates: see :class:`AutoGuide`.
+        forward_mode_differentiation: see :class:`AutoGuide`.
+
+    >>> import jax, jax.numpy as jnp, optax, probnn, probnn.distributions as dist
+    >>> from probnn.infer.svi import SVI
+    >>> from probnn.infer.elbo import Trace_ELBO
+    >>> def model(y):
+    ...     mu = probnn.sample("mu", dist.Normal(0.0, 10.0))
+    ...     with probnn.plate("N", y.shape[0]):
+    ...         probnn.sample("y", dist.Normal(mu, 1.0), obs=y)
+    >>> guide = AutoNormal(model)
+    >>> svi = SVI(model, guide, optax.adam(0.05), Trace_ELBO())
+    >>> y = jnp.array([1.0, 2.0, 3.0])
+    >>> result = svi.run(jax.random.PRNGKey(0), 1000, y, progress_bar=False)
+    >>> sorted(result.params)
+    ['mu_auto_loc', 'mu_auto_scale']
+    >>> abs(float(guide.median(result.params)["mu"]) - 6 / 3.01) < 0.2
+    True
+    """
+
+    scale_constraint = constraints.softplus_positive
+
+    def __init__(
+        self,
+        model: Callable,
+        *,
+        prefix: str = "auto",
+        init_loc_fn: Callable = init_to_uniform,
+        init_scale: float = 0.1,
+        create_plates: Callable | None = None,
+        forward_mode_differentiation: bool = False,
+    ):
+        _check_init_scale(type(self).__name__, init_scale)
+        self._init_scale = init_scale
+        super().__init__(
+            model,
+            prefix=prefix,
+            init_loc_fn=init_loc_fn,
+            create_plates=create_plates,
+            forward_mode_differentiation=forward_mode_differentiation,
+        )
+
+    def _setup(self) -> None:
+        self._init_locs = {
+            name: _repeat_to_full_size(
+                latent.unconstrained, latent.frames, latent.unconstrained_event_dim
+            )
+            for name, latent in self._latents.items()
+        }
+
+    def _guide(self, *args, **kwargs) -> dict:
+        plates = self._make_plates(*args, **kwargs)
+        indices: dict = {}
+        result = {}
+        for name, latent in self._latents.items():
+            init_loc = self._init_locs[name]
+            event_dim = latent.unconstrained_event_dim
+            with contextlib.ExitStack() as stack:
+                self._enter_plates(stack, latent.frames, plates, indices)
+                loc = param(f"{name}_{self.prefix}_loc", init_loc, event_dim=event_dim)
+                scale = param(
+                    f"{name}_{self.prefix}_scale",
+                    jnp.full(jnp.shape(init_loc), self._init_scale),
+                    constraint=self.scale_constraint,
+                    event_dim=event_dim,
+                )
+                fn = dist.Normal(loc, scale).to_event(event_dim)
+                if not _is_identity(latent.transform):
+                    fn = dist.TransformedDistribution(fn, latent.transform)
+                result[name] = sample(name, fn)
+        return result
+
+    def _loc_scale(self, params: dict, name: str):
+        return (
+            self._param(params, f"{name}_{self.prefix}_loc"),
+            self._param(params, f"{name}_{self.prefix}_scale"),
+        )
+
+    def sample_posterior(self, rng_key, params: dict, *args, sample_shape=(), **kwargs):
+        self._require_prototype("sample_posterior")
+        keys = jax.random.split(rng_key, len(self._latents))
+        draws = {}
+        for key, name in zip(keys, self._latents):
+            loc, scale = self._loc_scale(params, name)
+            draws[name] = dist.Normal(loc, scale).sample(key, tuple(sample_shape))
+        return self._constrain(draws)
+
+    def median(self, params: dict) -> dict:
+        self._require_prototype("median")
+        return self._constrain(
+            {name: self._loc_scale(params, name)[0] for name in self._latents}
+        )
+
+    def quantiles(self, params: dict, quantiles) -> dict:
+        self._require_prototype("quantiles")
+        quantiles = jnp.asarray(quantiles, dtype=jnp.result_type(float))
+        latent = {}
+        for name in self._latents:
+            loc, scale = self._loc_scale(params, name)
+            q = jnp.reshape(quantiles, (-1,) + (1,) * jnp.ndim(loc))
+            latent[name] = dist.Normal(loc, scale).icdf(q)
+        return self._constrain(latent)
+
+
+class AutoDelta(AutoGuide):
+    """Point estimates (MAP in constrained space): a ``Delta`` at the param
+    ``{site}_{prefix}_loc``, which lives in the site's support.
+
+    Like :class:`AutoNormal` it recreates the model's plates, so local latents
+    in subsampled plates are supported.
+
+    Args:
+        model: the model to guide.
+        prefix: prefix of the param names.
+        init_loc_fn: initialization strategy (default :func:`init_to_median`).
+        create_plates: see :class:`AutoGuide`.
+        forward_mode_differentiation: see :class:`AutoGuide`.
+
+    >>> import jax, jax.numpy as jnp, optax, probnn, probnn.distributions as dist
+    >>> from probnn.infer.svi import SVI
+    >>> from probnn.infer.elbo import Trace_ELBO
+    >>> def model(y):
+    ...     p = probnn.sample("p", dist.Beta(2.0, 2.0))
+    ...     with probnn.plate("N", y.shape[0]):
+    ...         probnn.sample("y", dist.Bernoulli(p), obs=y)
+    >>> guide = AutoDelta(model)
+    >>> svi = SVI(model, guide, optax.adam(0.05), Trace_ELBO())
+    >>> y = jnp.array([1.0, 1.0, 1.0, 0.0])
+    >>> result = svi.run(jax.random.PRNGKey(0), 500, y, progress_bar=False)
+    >>> round(float(result.params["p_auto_loc"]), 3)  # mode (2+3-1)/(4+4-2)
+    0.667
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        *,
+        prefix: str = "auto",
+        init_loc_fn: Callable = init_to_median,
+        create_plates: Callable | None = None,
+        forward_mode_differentiation: bool = False,
+    ):
+        super().__init__(
+            model,
+            prefix=prefix,
+            init_loc_fn=init_loc_fn,
+            create_plates=create_plates,
+            forward_mode_differentiation=forward_mode_differentiation,
+        )
+
+    def _setup(self) -> None:
+        self._init_locs = {
+            name: _repeat_to_full_size(latent.value, latent.frames, latent.event_dim)
+            for name, latent in self._latents.items()
+        }
+
+    def _guide(self, *args, **kwargs) -> dict:
+        plates = self._make_plates(*args, **kwargs)
+        indices: dict = {}
+        result = {}
+        for name, latent in self._latents.items():
+            with contextlib.ExitStack() as stack:
+                self._enter_plates(stack, latent.frames, plates, indices)
+                loc = param(
+                    f"{name}_{self.prefix}_loc",
+                    self._init_locs[name],
+                    constraint=latent.support,
+                    event_dim=latent.event_dim,
+                )
+                fn = dist.Delta(loc, event_dim=latent.event_dim)
+                result[name] = sample(name, fn)
+        return result
+
+    def _locs(self, params: dict) -> dict:
+        return {
+            name: self._param(params, f"{name}_{self.prefix}_loc")
+            for name in self._latents
+        }
+
+    def sample_posterior(self, rng_key, params: dict, *args, sample_shape=(), **kwargs):
+        self._require_prototype("sample_posterior")
+        shape = tuple(sample_shape)
+        return {
+            name: jnp.broadcast_to(loc, shape + jnp.shape(loc))
+            for name, loc in self._locs(params).items()
+        }
+
+    def median(self, params: dict) -> dict:
+        self._require_prototype("median")
+        return self._locs(params)
+
+    def quantiles(self, params: dict, quantiles) -> dict:
+        """Every quantile of a point mass is the point itself."""
+        self._require_prototype("quantiles")
+        count = jnp.size(jnp.asarray(quantiles))
+        return {
+            name: jnp.broadcast_to(loc, (count,) + jnp.shape(loc))
+            for name, loc in self._locs(params).items()
+        }
