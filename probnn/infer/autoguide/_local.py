@@ -1,10 +1,12 @@
 """Autoguides with params per latent site: AutoNormal and AutoDelta."""
 
 import contextlib
+import math
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import probnn.distributions as dist
 from probnn.distributions import constraints
@@ -18,7 +20,23 @@ from probnn.infer.initialization import (
     init_to_median,
     init_to_uniform,
 )
-from probnn.primitives import param, sample
+from probnn.primitives import param, prng_key, sample
+from probnn.runtime import Message, Messenger
+
+
+class _Given(Messenger):
+    """Give one sample site a value drawn beforehand. Being innermost, it acts
+    before ``seed`` (which then draws no key for the site) and before any
+    handler that sets the value itself (substitute, replay, condition)."""
+
+    def __init__(self, name: str, value):
+        self.name = name
+        self.value = value
+        super().__init__()
+
+    def process_message(self, msg: Message) -> None:
+        if msg["type"] == "sample" and msg["name"] == self.name:
+            msg["value"] = self.value
 
 
 class AutoNormal(AutoGuide):
@@ -87,9 +105,15 @@ class AutoNormal(AutoGuide):
 
     def _guide(self, *args, **kwargs) -> dict:
         plates = self._make_plates(*args, **kwargs)
+        # One standard-normal draw for every site: per-site keys would add a
+        # random-bit generator to the compiled step for each site.
+        shapes = {name: self._batch_shape_in(plates, name) for name in self._latents}
+        sizes = [math.prod(shape) for shape in shapes.values()]
+        noise = jax.random.normal(prng_key(), (sum(sizes),))
+        offsets = np.cumsum([0] + sizes)
         indices: dict = {}
         result = {}
-        for name, latent in self._latents.items():
+        for i, (name, latent) in enumerate(self._latents.items()):
             init_loc = self._init_locs[name]
             event_dim = latent.unconstrained_event_dim
             with contextlib.ExitStack() as stack:
@@ -101,11 +125,25 @@ class AutoNormal(AutoGuide):
                     constraint=self.scale_constraint,
                     event_dim=event_dim,
                 )
+                eps = jnp.reshape(noise[offsets[i] : offsets[i + 1]], shapes[name])
+                value = loc + scale * eps
                 fn = dist.Normal(loc, scale).to_event(event_dim)
                 if not _is_identity(latent.transform):
                     fn = dist.TransformedDistribution(fn, latent.transform)
-                result[name] = sample(name, fn)
+                    value = latent.transform(value)
+                with _Given(name, value):
+                    result[name] = sample(name, fn)
         return result
+
+    def _batch_shape_in(self, plates: dict, name: str) -> tuple:
+        """Shape of a site's unconstrained value inside its (subsampled) plates."""
+        latent = self._latents[name]
+        shape = list(jnp.shape(self._init_locs[name]))
+        for frame in latent.frames:
+            axis = frame.dim - latent.unconstrained_event_dim
+            if len(shape) >= -axis:
+                shape[axis] = plates[frame.name].subsample_size
+        return tuple(shape)
 
     def _loc_scale(self, params: dict, name: str):
         return (
