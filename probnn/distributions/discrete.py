@@ -87,8 +87,13 @@ class Bernoulli(BinaryProbsLogits, Distribution):
         self._validate_sample(value)
         if self._logits is not None:
             logits = self._logits
-            return value * jax.nn.log_sigmoid(logits) + (1 - value) * (
-                jax.nn.log_sigmoid(-logits)
+            # -(softplus(l) - l v), written so that both tails keep their
+            # digits: for v = 1 and large l the l's cancel exactly and the
+            # small log1p term survives; one exp and one log1p per element
+            return -(
+                jnp.maximum(logits, 0.0)
+                - logits * value
+                + jnp.log1p(jnp.exp(-jnp.abs(logits)))
             )
         return xlogy(value, self._probs) + xlog1py(1 - value, -self._probs)
 
