@@ -24,6 +24,20 @@ from probnn.primitives import param, prng_key, sample
 from probnn.runtime import Message, Messenger
 
 
+def _standard_normal(key, size: int):
+    """``size`` standard normal draws by the Box-Muller transform.
+
+    Each site reads a slice of the draw. XLA copies cheap elementwise code
+    into every consumer that reads part of its result, so the polynomial
+    inverse-erf sampler of ``jax.random.normal`` would be compiled once per
+    site; the logarithm, square root and cosine here count as expensive, so
+    the draw is computed once.
+    """
+    tiny = jnp.finfo(jnp.result_type(float)).tiny
+    u1, u2 = jax.random.uniform(key, (2, size), minval=tiny, maxval=1.0)
+    return jnp.sqrt(-2.0 * jnp.log(u1)) * jnp.cos(2.0 * jnp.pi * u2)
+
+
 class _Given(Messenger):
     """Give one sample site a value drawn beforehand. Being innermost, it acts
     before ``seed`` (which then draws no key for the site) and before any
@@ -109,7 +123,7 @@ class AutoNormal(AutoGuide):
         # random-bit generator to the compiled step for each site.
         shapes = {name: self._batch_shape_in(plates, name) for name in self._latents}
         sizes = [math.prod(shape) for shape in shapes.values()]
-        noise = jax.random.normal(prng_key(), (sum(sizes),))
+        noise = _standard_normal(prng_key(), sum(sizes))
         offsets = np.cumsum([0] + sizes)
         indices: dict = {}
         result = {}
