@@ -11,9 +11,10 @@
 (3,)
 """
 
-from probnn import distributions, handlers, infer
+from probnn import distributions, handlers, infer, nn
 from probnn.control_flow import scan
 from probnn.distributions import enable_validation
+from probnn.nn import random_module
 from probnn.primitives import (
     deterministic,
     factor,
@@ -38,10 +39,12 @@ __all__ = [
     "infer",
     "module",
     "mutable",
+    "nn",
     "param",
     "plate",
     "plate_stack",
     "prng_key",
+    "random_module",
     "sample",
     "scan",
     "subsample",

@@ -469,22 +469,11 @@ def plate_stack(
         yield
 
 
-def _is_stax(nn) -> bool:
-    return (
-        isinstance(nn, tuple) and len(nn) == 2 and callable(nn[0]) and callable(nn[1])
-    )
+def module(name: str, nn, input_shape=None, *args, **kwargs) -> Callable:
+    """Register a network's parameters as one param site ``name + "$params"``.
 
-
-def module(name: str, nn, input_shape: tuple[int, ...] | None = None) -> Callable:
-    """Register a neural network's parameters as one param site ``name + "$params"``.
-
-    Args:
-        name: name of the module.
-        nn: a stax ``(init_fn, apply_fn)`` pair.
-        input_shape: input shape used to initialise the parameters.
-
-    Returns:
-        ``apply_fn`` with the parameters bound: call it on inputs.
+    Accepts a stax ``(init_fn, apply_fn)`` pair, a ``flax.linen.Module`` or an
+    eager ``flax.nnx.Module``; see :func:`probnn.nn.module` for the details.
 
     >>> import probnn
     >>> from jax.example_libraries import stax
@@ -494,21 +483,6 @@ def module(name: str, nn, input_shape: tuple[int, ...] | None = None) -> Callabl
     >>> probnn.handlers.seed(model, rng_seed=0)(jnp.ones((5, 3))).shape
     (5, 2)
     """
-    _check_name(name, "module")
-    if not _is_stax(nn):
-        raise TypeError(
-            f"module {name!r}: expected a stax (init_fn, apply_fn) pair, "
-            f"got {type(nn).__name__}"
-        )
-    init_fn, apply_fn = nn
+    from probnn.nn._core import module as _module
 
-    def init(key):
-        if input_shape is None:
-            raise ValueError(
-                f"module {name!r}: input_shape= is needed to initialise the "
-                "parameters of a stax network"
-            )
-        return init_fn(key, input_shape)[1]
-
-    params = param(f"{name}$params", init)
-    return functools.partial(apply_fn, params)
+    return _module(name, nn, input_shape, *args, **kwargs)
