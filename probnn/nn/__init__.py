@@ -3,5 +3,13 @@
 results written back into Flax objects."""
 
 from probnn.nn._core import module, param_paths, random_module
+from probnn.nn.export import network_params, to_linen_variables, to_nnx
 
-__all__ = ["module", "param_paths", "random_module"]
+__all__ = [
+    "module",
+    "network_params",
+    "param_paths",
+    "random_module",
+    "to_linen_variables",
+    "to_nnx",
+]

@@ -171,11 +171,22 @@ def module(name: str, nn, input_shape=None, *args, **kwargs) -> Callable:
     params = param(f"{name}$params", init_params)
     state = _state_site(bridge, name, shape, initial)
 
+    return _bound(bridge, params, state, shape)
+
+
+def _bound(bridge, params, state, shape) -> Callable:
+    """The network with its parameters (and state site) bound."""
+
     def network(*call_args, **call_kwargs):
         output, new_state = _apply_members(
-            bridge, params, state, shape, call_args, call_kwargs
+            bridge,
+            params,
+            {} if state is None else state,
+            shape,
+            call_args,
+            call_kwargs,
         )
-        if state:
+        if state is not None:
             state.update(new_state)
         return output
 
@@ -323,12 +334,4 @@ def random_module(
     params = jax.tree.unflatten(treedef, [leaves[path] for path in paths])
     state = _state_site(bridge, name, shape, initial) if template_state else None
 
-    def network(*call_args, **call_kwargs):
-        output, new_state = _apply_members(
-            bridge, params, state, shape, call_args, call_kwargs
-        )
-        if state:
-            state.update(new_state)
-        return output
-
-    return network
+    return _bound(bridge, params, state, shape)
