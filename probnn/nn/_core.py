@@ -39,7 +39,10 @@ def _make_bridge(name, nn, input_shape, args, kwargs) -> Bridge:
         from probnn.nn.linen import LinenBridge
 
         return LinenBridge(name, nn, input_shape, args, kwargs)
-    if isinstance(nn, flax.nnx.Module):
+    if isinstance(nn, flax.nnx.Module) or (
+        callable(nn) and not isinstance(nn, flax.linen.Module)
+    ):
+        # an eager NNX module, or a factory rngs -> NNX module
         from probnn.nn.nnx import NNXBridge
 
         return NNXBridge(name, nn, input_shape, args, kwargs)
@@ -134,8 +137,11 @@ def module(name: str, nn, input_shape=None, *args, **kwargs) -> Callable:
 
     Args:
         name: name of the module.
-        nn: a stax ``(init_fn, apply_fn)`` pair, a ``flax.linen.Module`` or an
-            eager ``flax.nnx.Module`` instance.
+        nn: a stax ``(init_fn, apply_fn)`` pair, a ``flax.linen.Module``, an
+            eager ``flax.nnx.Module`` instance, or a function ``rngs -> NNX
+            module`` (inside plates, an eager NNX module gives every member
+            the same initial parameters; a function builds each member from
+            its own key).
         input_shape: input shape used to initialise stax and Linen networks.
         *args: example inputs for initialisation (Linen), in place of
             ``input_shape``.
