@@ -4,8 +4,11 @@ results written back into Flax objects."""
 
 from probnn.nn._core import module, param_paths, random_module
 from probnn.nn.export import network_params, to_linen_variables, to_nnx
+from probnn.nn.training import ELBOModule, ModelState
 
 __all__ = [
+    "ELBOModule",
+    "ModelState",
     "module",
     "network_params",
     "param_paths",
