@@ -57,3 +57,6 @@ def test_readme_snippets_run():
     trained, result = namespace["trained"], namespace["net_result"]
     trained_mean = result.state.mutable_state["mlp$state"]["norm"]["mean"]
     assert jnp.allclose(trained.norm.mean[...], trained_mean)
+    # the NNX loop fitted the same model as SVI did
+    fitted = namespace["fitted"]
+    assert abs(float(fitted["w_auto_loc"]) - 2.0) < 0.3
