@@ -222,6 +222,44 @@ class SVI:
         kwargs = {**kwargs, **self.static_kwargs}
         rng_key, model_key, guide_key = jax.random.split(rng_key, 3)
         init_params = dict(init_params or {})
+        setup = getattr(self.guide, "_setup_prototype", None)
+        if setup is not None and self.guide.prototype_trace is None:
+            # an autoguide keeps concrete initial values from a first run of
+            # the model: that run is eager
+            with seed(rng_seed=guide_key):
+                setup(*args, **kwargs)
+        dynamic, static_part = _split_static((args, kwargs, init_params))
+        found = {}
+
+        def initial_values(model_key, guide_key, dynamic):
+            call_args, call_kwargs, values = _join_static(dynamic, static_part)
+            params, mutable_state, found["transforms"] = self._initial_values(
+                model_key, guide_key, call_args, call_kwargs, values
+            )
+            return params, mutable_state
+
+        try:
+            # one compiled run costs less than running every operation of
+            # model and guide eagerly (each compiled on its own)
+            params, mutable_state = jax.jit(initial_values)(
+                model_key, guide_key, dynamic
+            )
+        except (
+            jax.errors.ConcretizationTypeError,
+            jax.errors.TracerArrayConversionError,
+            jax.errors.TracerIntegerConversionError,
+        ):
+            # model or guide needs concrete values at initialisation
+            params, mutable_state, found["transforms"] = self._initial_values(
+                model_key, guide_key, args, kwargs, init_params
+            )
+        self._transforms = found["transforms"]
+        optim_state = (params, self.optim.init(params))
+        return SVIState(optim_state, mutable_state or None, rng_key)
+
+    def _initial_values(self, model_key, guide_key, args, kwargs, init_params):
+        """Unconstrained initial params, initial mutable state and the params'
+        transforms, from one run of guide and model (checked to match)."""
         guide_trace = trace(
             substitute(seed(self.guide, guide_key), data=init_params)
         ).get_trace(*args, **kwargs)
@@ -263,9 +301,7 @@ class SVI:
                 "has a param site"
                 + ("" if latent else ", and the model has no latent sample sites")
             )
-        self._transforms = transforms
-        optim_state = (params, self.optim.init(params))
-        return SVIState(optim_state, mutable_state or None, rng_key)
+        return params, mutable_state, transforms
 
     def _require_init(self):
         if self._transforms is None:
