@@ -203,6 +203,7 @@ class SVI:
         self.static_kwargs = static_kwargs
         self._transforms: dict | None = None
         self._runners: dict = {}
+        self._initializers: dict = {}
 
     # -- set-up ---------------------------------------------------------------
 
@@ -229,21 +230,15 @@ class SVI:
             with seed(rng_seed=guide_key):
                 setup(*args, **kwargs)
         dynamic, static_part = _split_static((args, kwargs, init_params))
-        found = {}
-
-        def initial_values(model_key, guide_key, dynamic):
-            call_args, call_kwargs, values = _join_static(dynamic, static_part)
-            params, mutable_state, found["transforms"] = self._initial_values(
-                model_key, guide_key, call_args, call_kwargs, values
-            )
-            return params, mutable_state
-
+        try:
+            compiled, found = self._initializers[static_part]
+        except (KeyError, TypeError):
+            compiled, found = self._initializer(static_part)
         try:
             # one compiled run costs less than running every operation of
-            # model and guide eagerly (each compiled on its own)
-            params, mutable_state = jax.jit(initial_values)(
-                model_key, guide_key, dynamic
-            )
+            # model and guide eagerly (each compiled on its own); it is kept,
+            # so a later init with arguments of the same structure reuses it
+            params, mutable_state = compiled(model_key, guide_key, dynamic)
         except (
             jax.errors.ConcretizationTypeError,
             jax.errors.TracerArrayConversionError,
@@ -256,6 +251,26 @@ class SVI:
         self._transforms = found["transforms"]
         optim_state = (params, self.optim.init(params))
         return SVIState(optim_state, mutable_state or None, rng_key)
+
+    def _initializer(self, static_part):
+        """A jitted ``(model_key, guide_key, dynamic_args) -> (params,
+        mutable_state)`` and the dict that receives the params' transforms
+        when it is traced."""
+        found = {}
+
+        @jax.jit
+        def initial_values(model_key, guide_key, dynamic):
+            call_args, call_kwargs, values = _join_static(dynamic, static_part)
+            params, mutable_state, found["transforms"] = self._initial_values(
+                model_key, guide_key, call_args, call_kwargs, values
+            )
+            return params, mutable_state
+
+        try:
+            self._initializers[static_part] = (initial_values, found)
+        except TypeError:  # unhashable constant arguments: no reuse
+            pass
+        return initial_values, found
 
     def _initial_values(self, model_key, guide_key, args, kwargs, init_params):
         """Unconstrained initial params, initial mutable state and the params'
