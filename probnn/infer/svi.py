@@ -238,7 +238,7 @@ class SVI:
             # one compiled run costs less than running every operation of
             # model and guide eagerly (each compiled on its own); it is kept,
             # so a later init with arguments of the same structure reuses it
-            params, mutable_state = compiled(model_key, guide_key, dynamic)
+            params, opt_state, mutable_state = compiled(model_key, guide_key, dynamic)
         except (
             jax.errors.ConcretizationTypeError,
             jax.errors.TracerArrayConversionError,
@@ -248,14 +248,14 @@ class SVI:
             params, mutable_state, found["transforms"] = self._initial_values(
                 model_key, guide_key, args, kwargs, init_params
             )
+            opt_state = self.optim.init(params)
         self._transforms = found["transforms"]
-        optim_state = (params, self.optim.init(params))
-        return SVIState(optim_state, mutable_state or None, rng_key)
+        return SVIState((params, opt_state), mutable_state or None, rng_key)
 
     def _initializer(self, static_part):
         """A jitted ``(model_key, guide_key, dynamic_args) -> (params,
-        mutable_state)`` and the dict that receives the params' transforms
-        when it is traced."""
+        opt_state, mutable_state)`` and the dict that receives the params'
+        transforms when it is traced."""
         found = {}
 
         @jax.jit
@@ -264,7 +264,7 @@ class SVI:
             params, mutable_state, found["transforms"] = self._initial_values(
                 model_key, guide_key, call_args, call_kwargs, values
             )
-            return params, mutable_state
+            return params, self.optim.init(params), mutable_state
 
         try:
             self._initializers[static_part] = (initial_values, found)
