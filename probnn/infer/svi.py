@@ -15,6 +15,7 @@ import tqdm.auto as tqdm
 
 from probnn.distributions import constraints
 from probnn.distributions.distribution import Delta
+from probnn.distributions.util import is_concrete
 from probnn.handlers import replay, seed, substitute, trace
 from probnn.infer.elbo import is_latent
 from probnn.infer.util import site_transform, transform_fn
@@ -83,12 +84,12 @@ def _support_signature(constraint):
         bounds = ()
     concrete = []
     for bound in bounds:
-        try:
-            concrete.append(float(np.asarray(bound).reshape(-1)[0]))
-        except (TypeError, jax.errors.ConcretizationTypeError):
+        if not is_concrete(bound):  # traced (e.g. inside SVI.init's jit)
             return kind, None
-        if np.ndim(bound) > 0 and not np.all(np.asarray(bound) == concrete[-1]):
+        values = np.asarray(bound).reshape(-1)
+        if values.size == 0 or not np.all(values == values[0]):
             return kind, None
+        concrete.append(float(values[0]))
     return kind, tuple(concrete)
 
 
