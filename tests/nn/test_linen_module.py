@@ -104,6 +104,6 @@ def test_dropout_masks_differ_between_steps_and_repeat_for_a_seed():
 
 
 def test_missing_seed_for_dropout_names_the_stream():
+    params = trace(seed(model, 0)).get_trace(X, Y)["net$params"]["value"]
     with pytest.raises(ValueError, match="'dropout' stream"):
-        params = trace(seed(model, 0)).get_trace(X, Y)["net$params"]["value"]
         substitute(model, data={"net$params": params})(X, Y)
