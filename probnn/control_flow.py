@@ -10,10 +10,13 @@ handler, scans nest and may sit inside plates.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
+from jax.extend.core import Literal
 
 from probnn.runtime import _STACK, apply_stack, handler_stack, make_message
 
@@ -37,8 +40,15 @@ def _scan_length(xs, length) -> int:
     return jnp.shape(leaves[0])[0]
 
 
-def _run(f, init, xs, length, reverse):
+def _run(f, init, xs, length, reverse, history, enum_method, scan_msg):
     handlers = list(_STACK)
+    enumerator = next(
+        (h for h in reversed(handlers) if getattr(h, "open_scan", None)), None
+    )
+    if enumerator is not None:
+        outer = [frame.name for frame in scan_msg["cond_indep_stack"]]
+        context = enumerator.open_scan(history, length, reverse, enum_method, outer)
+        return _run_enumerated(f, init, xs, length, reverse, handlers, context)
     makers = [handler.scan_image(length) for handler in handlers]
 
     def body(carry, step_and_x):
@@ -57,12 +67,154 @@ def _run(f, init, xs, length, reverse):
     return carry, ys
 
 
+def _run_enumerated(f, init, xs, length, reverse, handlers, context):
+    """Scan under ``enum``: the first ``history`` steps run unrolled (sites
+    prefixed ``_init/``), the rest inside ``lax.scan``; after each step the
+    carry's enumerated dims move one lag back."""
+    others = [h for h in handlers if not getattr(h, "open_scan", None)]
+    makers = [handler.scan_image(length) for handler in others]
+    num_init = context.num_init
+    # indices of the unrolled steps, in the order the scan visits them
+    order = list(range(length))[::-1] if reverse else list(range(length))
+    carry = init
+    first_ys = []
+    for index, step in enumerate(order[:num_init]):
+        context.position = index
+        images = [make(step) for make in makers]
+        x = jax.tree.map(lambda leaf, step=step: leaf[step], xs)
+        with handler_stack(images + [context.image()]):
+            carry, y = f(carry, x)
+        carry = context.shift(carry)
+        first_ys.append(y)
+        prefix = context.init_prefix(index)
+        for handler, image in zip(others, images, strict=True):
+            handler.scan_finish_unrolled(image.scan_output(), prefix)
+    rest = length - num_init
+    if rest == 0:
+        ys = _stack_steps(first_ys)
+        return carry, (_flip(ys) if reverse else ys)
+    context.position = None
+
+    def body(carry, step_and_x):
+        step, x = step_and_x
+        images = [make(step) for make in makers]
+        with handler_stack(images + [context.image()]):
+            new_carry, y = f(carry, x)
+        new_carry = context.shift(new_carry, conform_to=carry)
+        return new_carry, (y, [image.scan_output() for image in images])
+
+    if reverse:
+        steps = jnp.arange(rest)
+        rest_xs = jax.tree.map(lambda leaf: leaf[:rest], xs)
+    else:
+        steps = jnp.arange(num_init, length)
+        rest_xs = jax.tree.map(lambda leaf: leaf[num_init:], xs)
+    carry, (ys, outputs) = _loop_or_map(body, carry, steps, rest_xs, rest, reverse)
+    for handler, output in zip(others, outputs, strict=True):
+        handler.scan_finish(output)
+    if num_init:
+        first = _stack_steps(first_ys)
+        if reverse:
+            ys = _concat_steps(ys, _flip(first))
+        else:
+            ys = _concat_steps(first, ys)
+    return carry, ys
+
+
+def _loop_or_map(body, carry, steps, xs, length, reverse):
+    """``lax.scan(body, carry, (steps, xs))``, evaluated without a loop when
+    the carry a step returns does not depend on the carry it receives.
+
+    Under enumeration that is the common case: the carry holds enumerated
+    values, which after the lag shift are the same support arrays at every
+    step. The steps then run as one batched computation (``vmap``): first
+    the carries each step returns, then every step with its predecessor's
+    carry. The body is traced once either way.
+    """
+    x_first = jax.tree.map(lambda leaf: leaf[0], xs)
+    structure = []
+
+    def flat_body(carry, step_and_x):
+        leaves, tree = jax.tree.flatten(body(carry, step_and_x))
+        structure.append(tree)
+        return leaves
+
+    closed = jax.make_jaxpr(flat_body)(carry, (steps[0], x_first))
+    out_tree = structure[0]
+    evaluate = jax.extend.core.jaxpr_as_fun(closed)
+    carry_tree = jax.tree.structure(carry)
+    num_carry = carry_tree.num_leaves
+
+    def run(carry, step_and_x):
+        flat = jax.tree.leaves((carry, step_and_x))
+        return jax.tree.unflatten(out_tree, evaluate(*flat))
+
+    if _depends_on(closed.jaxpr, range(num_carry), range(num_carry)):
+        return jax.lax.scan(run, carry, (steps, xs), length=length, reverse=reverse)
+
+    def new_carry(step_and_x):
+        return run(carry, step_and_x)[0]
+
+    # carries returned by every step (they do not depend on the carry in)
+    returned = jax.vmap(new_carry)((steps, xs))
+    if length > 1:
+
+        def predecessors(first, later):
+            if reverse:  # step i follows step i + 1
+                return jnp.concatenate([later[1:], first[None]])
+            return jnp.concatenate([first[None], later[:-1]])
+
+        received = jax.tree.map(predecessors, carry, returned)
+    else:
+        received = jax.tree.map(lambda leaf: leaf[None], carry)
+    _, outputs = jax.vmap(run)(received, (steps, xs))
+    last = jax.tree.map(lambda leaf: leaf[0] if reverse else leaf[-1], returned)
+    return last, outputs
+
+
+def _depends_on(jaxpr, inputs, outputs) -> bool:
+    """False when the ``outputs`` (indices) of ``jaxpr`` provably do not
+    depend on its ``inputs`` (indices); True when they may."""
+    tainted = {jaxpr.invars[i] for i in inputs}
+    for eqn in jaxpr.eqns:
+        if any(not isinstance(v, Literal) and v in tainted for v in eqn.invars):
+            tainted.update(eqn.outvars)
+    return any(
+        not isinstance(jaxpr.outvars[i], Literal) and jaxpr.outvars[i] in tainted
+        for i in outputs
+    )
+
+
+def _stack_steps(ys_list):
+    def stack(*leaves):
+        shape = jnp.broadcast_shapes(*(jnp.shape(leaf) for leaf in leaves))
+        return jnp.stack([jnp.broadcast_to(leaf, shape) for leaf in leaves])
+
+    return jax.tree.map(stack, *ys_list)
+
+
+def _flip(ys):
+    return jax.tree.map(lambda leaf: leaf[::-1], ys)
+
+
+def _concat_steps(first, rest):
+    def concat(a, b):
+        shape = jnp.broadcast_shapes(jnp.shape(a)[1:], jnp.shape(b)[1:])
+        a = jnp.broadcast_to(a, jnp.shape(a)[:1] + shape)
+        b = jnp.broadcast_to(b, jnp.shape(b)[:1] + shape)
+        return jnp.concatenate([a, b])
+
+    return jax.tree.map(concat, first, rest)
+
+
 def scan(
     f: Callable,
     init,
     xs,
     length: int | None = None,
     reverse: bool = False,
+    history: int = 1,
+    enum_method: str | None = None,
 ):
     """Scan ``f`` over the leading axis of ``xs`` while carrying state, like
     :func:`jax.lax.scan`, with probnn sites allowed inside ``f``.
@@ -78,6 +230,14 @@ def scan(
         xs: pytree scanned over its leading axis (may be None with ``length``).
         length: number of steps when ``xs`` has no arrays.
         reverse: scan from the last step to the first.
+        history: under enumeration (:class:`probnn.handlers.enum`, used by
+            ``TraceEnum_ELBO``, ``infer_discrete`` and enumerated
+            ``log_density``), the Markov order: how many past steps'
+            enumerated sites the carry may depend on.
+        enum_method: under enumeration, how the discrete sites are summed
+            out along time: ``"sequential"`` (a forward recursion, O(T)
+            span, least work), ``"parallel"`` (a tree of matrix products,
+            O(log T) span) or None: sequential on CPU, parallel on GPU/TPU.
 
     Returns:
         ``(final carry, stacked ys)``.
@@ -106,7 +266,8 @@ def scan(
     if not callable(f):
         raise TypeError(f"scan: f must be callable, got {type(f).__name__}")
     length = _scan_length(xs, length)
-    msg = make_message(
-        "control_flow", None, _run, (f, init, xs, length, reverse), kwargs={}
+    msg = make_message("control_flow", None, None)
+    msg["fn"] = functools.partial(
+        _run, f, init, xs, length, reverse, history, enum_method, msg
     )
     return apply_stack(msg)["value"]

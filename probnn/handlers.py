@@ -23,9 +23,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from probnn.enumeration import config_enumerate, enum
 from probnn.runtime import _STACK, Message, Messenger, apply_stack, draw
 
 __all__ = [
+    "config_enumerate",
+    "enum",
     "block",
     "condition",
     "do",
@@ -148,8 +151,20 @@ def _split_static(site: Message):
             site["kwargs"]["sample_shape"] = ()
         # Python-number parameters become arrays so that every step's
         # distribution is stacked along time, not only its traced parameters.
-        site["fn"] = jax.tree.map(_number_to_array, fn)
-        site["value"] = _number_to_array(site["value"])
+        fn = jax.tree.map(_number_to_array, fn)
+        value = _number_to_array(site["value"])
+        # Give value and distribution batch dims of one rank, so that the time
+        # dim stacked in front of both is the same dim.
+        event_ndim = len(getattr(fn, "event_shape", ()))
+        batch_shape = tuple(getattr(fn, "batch_shape", ()))
+        value_ndim = jnp.ndim(value) - event_ndim
+        if value_ndim > len(batch_shape) and hasattr(fn, "expand"):
+            fn = fn.expand((1,) * (value_ndim - len(batch_shape)) + batch_shape)
+        elif 0 <= value_ndim < len(batch_shape):
+            shape = jnp.shape(value)
+            value = jnp.reshape(value, (1,) * (len(batch_shape) - value_ndim) + shape)
+        site["fn"] = fn
+        site["value"] = value
     leaves, treedef = jax.tree.flatten(site)
     is_array = [isinstance(leaf, jax.Array | np.ndarray) for leaf in leaves]
     arrays = [leaf for leaf, keep in zip(leaves, is_array) if keep]
@@ -247,6 +262,13 @@ class trace(Messenger):
                 # state updated inside the body: the last step's is the newest
                 site["value"] = jax.tree.map(lambda v: v[-1], site["value"])
             self._record(name, site)
+
+    def scan_finish_unrolled(self, output: _SiteRecords, prefix: str) -> None:
+        for name, site in output.sites.items():
+            if site["type"] in ("param", "mutable"):
+                self._record(name, site)
+            else:
+                self._record(prefix + name, dict(site, name=prefix + name))
 
 
 class _ValueSetter(Messenger):

@@ -370,6 +370,11 @@ class plate(Messenger):
         if kind == "subsample":
             self._subsample(msg)
             return
+        if kind == "control_flow":
+            # a scan records the plates it runs inside (enumerated scans
+            # keep them as batch dims of the time recursion)
+            msg["cond_indep_stack"].append(self.frame)
+            return
         if kind not in ("sample", "param", "deterministic", "plate"):
             return
         for frame in msg["cond_indep_stack"]:

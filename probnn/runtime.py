@@ -99,6 +99,10 @@ class Messenger:
     def scan_finish(self, stacked: Any) -> None:
         """Receive the time-stacked :meth:`scan_output` of this handler's images."""
 
+    def scan_finish_unrolled(self, output: Any, prefix: str) -> None:
+        """Receive the :meth:`scan_output` of an image that ran one step of an
+        enumerated scan outside the loop; its sites are named ``prefix + name``."""
+
     def __call__(self, *args, **kwargs):
         if self.fn is None:
             raise TypeError(

@@ -95,6 +95,8 @@ class Bernoulli(BinaryProbsLogits, Distribution):
                 - logits * value
                 + jnp.log1p(jnp.exp(-jnp.abs(logits)))
             )
+        # integer values carry no tangent; as floats xlogy can differentiate
+        value = jnp.asarray(value, jnp.result_type(self._probs, float))
         return xlogy(value, self._probs) + xlog1py(1 - value, -self._probs)
 
     def enumerate_support(self, expand=True):
@@ -200,9 +202,12 @@ class Categorical(Distribution):
         self._validate_sample(value)
         value = jnp.asarray(value)
         logits = self.logits
-        shape = jnp.broadcast_shapes(jnp.shape(value), self.batch_shape)
-        logits = jnp.broadcast_to(logits, shape + logits.shape[-1:])
-        index = jnp.broadcast_to(value, shape).astype(jnp.int32)[..., None]
+        index = jnp.asarray(value).astype(jnp.int32)[..., None]
+        # align ranks; take_along_axis broadcasts the other dims itself, so
+        # the logits are never copied out to the values' batch shape
+        rank = max(jnp.ndim(logits), jnp.ndim(index))
+        logits = jnp.reshape(logits, (1,) * (rank - jnp.ndim(logits)) + logits.shape)
+        index = jnp.reshape(index, (1,) * (rank - jnp.ndim(index)) + index.shape)
         return jnp.take_along_axis(logits, index, axis=-1)[..., 0]
 
     def enumerate_support(self, expand=True):

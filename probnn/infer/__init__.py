@@ -1,7 +1,15 @@
 """Inference: ELBOs and SVI, log densities and constrained/unconstrained maps."""
 
+from probnn.enumeration import config_enumerate
 from probnn.infer import autoguide
-from probnn.infer.elbo import ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
+from probnn.infer.discrete import infer_discrete
+from probnn.infer.elbo import (
+    ELBO,
+    RenyiELBO,
+    Trace_ELBO,
+    TraceEnum_ELBO,
+    TraceMeanField_ELBO,
+)
 from probnn.infer.initialization import (
     init_to_feasible,
     init_to_mean,
@@ -26,10 +34,13 @@ __all__ = [
     "RenyiELBO",
     "SVIRunResult",
     "SVIState",
+    "TraceEnum_ELBO",
     "TraceMeanField_ELBO",
     "Trace_ELBO",
     "autoguide",
+    "config_enumerate",
     "constrain_fn",
+    "infer_discrete",
     "init_to_feasible",
     "init_to_mean",
     "init_to_median",

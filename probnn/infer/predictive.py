@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from probnn.handlers import seed, substitute, trace
+from probnn.handlers import config_enumerate, seed, substitute, trace
 
 __all__ = ["Predictive", "log_likelihood"]
 
@@ -116,6 +116,7 @@ def _predict(
     args: tuple,
     kwargs: dict,
     check_keys: bool,
+    discrete: bool = False,
 ) -> dict:
     """Run ``model`` once per sample with that sample's values substituted and
     return the chosen sites' values, stacked."""
@@ -126,7 +127,15 @@ def _predict(
                 return None
             return sample.get(msg["name"])
 
-        seeded = seed(substitute(model, substitute_fn=value_of), rng_seed=key)
+        substituted = substitute(model, substitute_fn=value_of)
+        if discrete:
+            from probnn.infer.discrete import infer_discrete
+
+            seeded = infer_discrete(
+                config_enumerate(substituted), temperature=1, rng_key=key
+            )
+        else:
+            seeded = seed(substituted, rng_seed=key)
         model_trace = trace(seeded).get_trace(*args, **kwargs)
         if check_keys:
             _check_known_sites(sample, model_trace, "Predictive")
@@ -164,8 +173,9 @@ class Predictive:
         return_sites: names of the sites to return; by default, the sample
             sites that are not in ``posterior_samples`` (or drawn by the guide)
             and every deterministic site; ``""`` returns every site but plates.
-        infer_discrete: sample discrete latent sites from their posterior;
-            not supported yet.
+        infer_discrete: draw the model's discrete latent sites (those with
+            enumerable support that the samples leave out) from their exact
+            posterior given the rest, with :func:`probnn.infer.infer_discrete`.
         parallel: map over the samples with ``jax.vmap`` (faster, more memory)
             rather than ``jax.lax.map``. Both give the same draws.
         batch_ndims: number of leading batch dims of ``posterior_samples``
@@ -206,12 +216,6 @@ class Predictive:
         batch_ndims: int | None = None,
         condition_deterministic: bool = False,
     ):
-        if infer_discrete:
-            raise NotImplementedError(
-                "Predictive: infer_discrete=True (drawing discrete latent sites "
-                "from their posterior) arrives with enumeration support, which "
-                "probnn does not have yet"
-            )
         if posterior_samples is not None and guide is not None:
             raise ValueError("Predictive: pass posterior_samples= or guide=, not both")
         if posterior_samples is not None and not isinstance(posterior_samples, dict):
@@ -302,6 +306,7 @@ class Predictive:
             args,
             kwargs,
             check_keys=user_samples,
+            discrete=self.infer_discrete,
         )
 
     def __call__(self, rng_key, *args, **kwargs) -> dict:

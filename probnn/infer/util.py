@@ -10,8 +10,9 @@ import jax.numpy as jnp
 from probnn.distributions import constraints
 from probnn.distributions.transforms import biject_to
 from probnn.distributions.util import sum_rightmost
+from probnn.enumeration import enum, is_enumerated
 from probnn.handlers import seed, substitute, trace
-from probnn.runtime import Message
+from probnn.runtime import Message, Messenger
 
 __all__ = [
     "constrain_fn",
@@ -116,7 +117,9 @@ def log_density(
     Returns:
         ``(log_joint, trace)``: the summed log density of every sample site
         (with plate subsampling scales, ``scale`` and ``mask`` applied) and the
-        model's trace.
+        model's trace. Sites marked ``infer={"enumerate": "parallel"}`` that
+        ``params`` leaves out are summed out exactly (the trace is then the
+        enumerated one).
 
     >>> import probnn, probnn.distributions as dist
     >>> def model(y):
@@ -126,9 +129,49 @@ def log_density(
     >>> round(float(log_joint), 4)  # 2 * log N(0 | 0, 1)
     -1.8379
     """
-    model_trace = trace(substitute(model, data=params)).get_trace(
-        *model_args, **model_kwargs
-    )
+    return _log_joint(substitute(model, data=params), model_args, model_kwargs)
+
+
+class _EnumProbe(Messenger):
+    """Notice sites marked for enumeration that nothing else gave a value
+    (and give them a placeholder so the probing run completes)."""
+
+    def __init__(self, fn):
+        self.found = False
+        super().__init__(fn)
+
+    def process_message(self, msg: Message) -> None:
+        if msg["value"] is None and is_enumerated(msg):
+            self.found = True
+            fn = msg["fn"]
+            first = fn.enumerate_support(expand=False)[0]
+            msg["value"] = jnp.broadcast_to(
+                first, fn.shape(msg["kwargs"]["sample_shape"])
+            )
+
+
+def _log_joint(fn: Callable, args: tuple, kwargs: dict, before_enumerated=None):
+    """``(log density, trace)`` of ``fn``; sites marked for enumeration and
+    left without a value are summed out exactly (see
+    :mod:`probnn.infer.enum`)."""
+    from probnn.infer.enum import contract_trace
+
+    probe = _EnumProbe(fn)
+    model_trace = trace(probe).get_trace(*args, **kwargs)
+    if probe.found:
+        if before_enumerated is not None:
+            before_enumerated()
+        nesting = max(
+            (
+                -frame.dim
+                for site in model_trace.values()
+                for frame in site.get("cond_indep_stack", ())
+            ),
+            default=0,
+        )
+        enumerated = enum(fn, first_available_dim=-nesting - 1)
+        model_trace = trace(enumerated).get_trace(*args, **kwargs)
+        return contract_trace(model_trace), model_trace
     log_joint = jnp.zeros(())
     for site in model_trace.values():
         if site["type"] == "sample":
@@ -185,11 +228,10 @@ def potential_energy(
         return value
 
     seeded = seed(model, rng_seed=0)
-    model_trace = trace(substitute(seeded, substitute_fn=value_of)).get_trace(
-        *model_args, **model_kwargs
+    log_joint, _ = _log_joint(
+        substitute(seeded, substitute_fn=value_of),
+        model_args,
+        model_kwargs,
+        before_enumerated=log_jacobians.clear,
     )
-    log_joint = sum(log_jacobians, jnp.zeros(()))
-    for site in model_trace.values():
-        if site["type"] == "sample":
-            log_joint = log_joint + jnp.sum(site_log_prob(site))
-    return -log_joint
+    return -(log_joint + sum(log_jacobians, jnp.zeros(())))

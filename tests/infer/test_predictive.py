@@ -313,9 +313,28 @@ def test_unknown_return_site_is_an_error():
         predictive(jax.random.PRNGKey(0), 2)
 
 
-def test_infer_discrete_is_not_implemented_yet():
-    with pytest.raises(NotImplementedError, match="enumeration"):
-        Predictive(normal_model, num_samples=2, infer_discrete=True)
+def mixture_model(y):
+    locs = probnn.sample("locs", dist.Normal(0.0, 5.0).expand((2,)).to_event(1))
+    with probnn.plate("N", y.shape[0]):
+        z = probnn.sample("z", dist.Categorical(probs=jnp.array([0.4, 0.6])))
+        probnn.sample("y", dist.Normal(locs[z], 1.0), obs=y)
+
+
+def test_infer_discrete_draws_discrete_sites_from_their_posterior():
+    y = jnp.array([-1.0, 0.2, 1.5])
+    locs = jnp.array([-1.0, 1.0])
+    n = 4000
+    samples = {"locs": jnp.broadcast_to(locs, (n, 2))}
+    predictive = Predictive(mixture_model, samples, infer_discrete=True)
+    z = predictive(jax.random.PRNGKey(0), y)["z"]
+    assert z.shape == (n, 3)
+    # exact p(z_i = 1 | y_i, locs), by Bayes' rule with scipy
+    like = stats.norm.pdf(np.asarray(y)[:, None], np.asarray(locs)[None], 1.0)
+    joint = like * np.array([0.4, 0.6])
+    exact = joint[:, 1] / joint.sum(axis=1)
+    freq = np.asarray(z).mean(axis=0)
+    se = np.sqrt(exact * (1 - exact) / n)
+    np.testing.assert_array_less(np.abs(freq - exact), 5 * se + 1e-3)
 
 
 def test_invalid_arguments_are_errors():

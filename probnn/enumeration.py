@@ -1,0 +1,333 @@
+"""Handlers for exact enumeration of discrete latent sites.
+
+:func:`config_enumerate` marks discrete sample sites; :class:`enum` gives each
+marked site its whole support as value, laid out along a batch dim of its own
+to the left of every plate dim, so that log densities evaluated downstream
+carry one axis per enumerated variable. :mod:`probnn.infer.enum` sums those
+axes out (tensor variable elimination).
+
+Inside :func:`probnn.scan` the handler's step image allocates, for every
+enumerated site of the body, ``history + 1`` dims (the site's value now, one
+step back, ..., ``history`` steps back) and the scan moves the carry's
+enumerated dims one lag back after each step; see :class:`ScanEnumContext`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax.numpy as jnp
+
+from probnn.runtime import Message, Messenger
+
+__all__ = ["ScanEnumContext", "config_enumerate", "enum"]
+
+_METHODS = ("parallel",)
+
+
+class config_enumerate(Messenger):
+    """Mark every unobserved sample site whose distribution has enumerable
+    support with ``infer={"enumerate": default}`` (sites that already say how
+    they want to be enumerated keep their setting).
+
+    Usable as a decorator: ``@config_enumerate`` or
+    ``config_enumerate(model, default="parallel")``.
+
+    >>> import probnn, probnn.distributions as dist
+    >>> from probnn.handlers import seed, trace
+    >>> model = config_enumerate(lambda: probnn.sample("z", dist.Bernoulli(0.3)))
+    >>> trace(seed(model, rng_seed=0)).get_trace()["z"]["infer"]
+    {'enumerate': 'parallel'}
+    """
+
+    def __init__(self, fn: Callable | None = None, default: str = "parallel"):
+        if default not in _METHODS:
+            raise ValueError(
+                f"config_enumerate: default must be one of {_METHODS}, got {default!r}"
+            )
+        self.default = default
+        super().__init__(fn)
+
+    def process_message(self, msg: Message) -> None:
+        if (
+            msg["type"] == "sample"
+            and not msg["is_observed"]
+            and getattr(msg["fn"], "has_enumerate_support", False)
+            and "enumerate" not in msg["infer"]
+        ):
+            msg["infer"]["enumerate"] = self.default
+
+
+def is_enumerated(msg: Message) -> bool:
+    """Whether ``msg`` is a sample site asking for parallel enumeration."""
+    if msg["type"] != "sample" or msg["is_observed"]:
+        return False
+    how = msg["infer"].get("enumerate")
+    if how is None:
+        return False
+    if how not in _METHODS:
+        raise ValueError(
+            f"sample site {msg['name']!r}: infer['enumerate']={how!r} is not "
+            f"supported; use one of {_METHODS}"
+        )
+    return True
+
+
+def _support(msg: Message, dim: int):
+    """The site's support, values along ``dim`` (a negative batch dim)."""
+    fn = msg["fn"]
+    name = msg["name"]
+    if not getattr(fn, "has_enumerate_support", False):
+        raise ValueError(
+            f"sample site {name!r} is marked for enumeration but "
+            f"{type(fn).__name__} has no enumerable support"
+        )
+    if msg["kwargs"].get("sample_shape"):
+        raise ValueError(
+            f"sample site {name!r}: enumeration needs sample_shape=(); declare "
+            "independent copies with a plate instead"
+        )
+    batch_shape = tuple(fn.batch_shape)
+    if len(batch_shape) >= -dim and batch_shape[dim] != 1:
+        raise ValueError(
+            f"sample site {name!r}: batch shape {batch_shape} reaches "
+            f"dim {dim}, which is reserved for enumeration; raise "
+            "max_plate_nesting (or lower first_available_dim)"
+        )
+    values = fn.enumerate_support(expand=False)
+    size = jnp.shape(values)[0]
+    event_shape = tuple(fn.event_shape)
+    return jnp.reshape(values, (size,) + (1,) * (-dim - 1) + event_shape), size
+
+
+def _mark(msg: Message, dim: int) -> None:
+    value, size = _support(msg, dim)
+    msg["value"] = value
+    msg["infer"]["_enumerate_dim"] = dim
+    msg["infer"]["_enumerate_size"] = size
+
+
+class enum(Messenger):
+    """Enumerate marked discrete sites in parallel.
+
+    Each unobserved sample site marked ``infer={"enumerate": "parallel"}``
+    takes as value its whole support (``enumerate_support(expand=False)``)
+    laid out along a fresh batch dim: the first at ``first_available_dim``,
+    the next one further left, and so on. ``first_available_dim`` must lie
+    left of every plate dim of the model: ``-max_plate_nesting - 1``.
+
+    Args:
+        fn: the model.
+        first_available_dim: a negative int.
+
+    >>> import probnn, probnn.distributions as dist
+    >>> from probnn.handlers import trace
+    >>> def model():
+    ...     probnn.sample("z", dist.Categorical(probs=jnp.ones(3) / 3),
+    ...                   infer={"enumerate": "parallel"})
+    >>> trace(enum(model, first_available_dim=-1)).get_trace()["z"]["value"]
+    Array([0, 1, 2], dtype=int32)
+    """
+
+    def __init__(self, fn: Callable | None = None, first_available_dim=None):
+        if first_available_dim is not None and (
+            not isinstance(first_available_dim, int) or first_available_dim >= 0
+        ):
+            raise ValueError(
+                "enum: first_available_dim must be a negative int, got "
+                f"{first_available_dim!r}"
+            )
+        self.first_available_dim = first_available_dim
+        self._next_dim = first_available_dim
+        super().__init__(fn)
+
+    def __enter__(self):
+        self._next_dim = self.first_available_dim
+        return super().__enter__()
+
+    @property
+    def next_dim(self) -> int | None:
+        """The dim the next enumerated site would take."""
+        return self._next_dim
+
+    def allocate(self, site_name: str) -> int:
+        if self._next_dim is None:
+            raise ValueError(
+                f"enum: site {site_name!r} needs an enumeration dim; pass "
+                "first_available_dim= (-max_plate_nesting - 1)"
+            )
+        dim = self._next_dim
+        self._next_dim -= 1
+        return dim
+
+    def process_message(self, msg: Message) -> None:
+        if msg["value"] is None and is_enumerated(msg):
+            _mark(msg, self.allocate(msg["name"]))
+
+    # -- scan -----------------------------------------------------------------
+
+    def open_scan(self, history: int, length: int, reverse: bool, method, outer):
+        """Start an enumerated scan; returns its :class:`ScanEnumContext`."""
+        return ScanEnumContext(self, (), history, length, reverse, method, outer)
+
+    def scan_image(self, length):
+        raise RuntimeError("enum: scans under enum must go through open_scan")
+
+
+class guide_enum(enum):
+    """``enum`` for guides: enumerates marked sites outside scans; scans run
+    as plain scans (their sites are marked ``_in_scan``) and an enumerated
+    site inside one is an error."""
+
+    open_scan = None
+
+    def scan_image(self, length):
+        return lambda step: _GuideScanStep()
+
+
+class _GuideScanStep(Messenger):
+    def process_message(self, msg: Message) -> None:
+        if msg["type"] != "sample":
+            return
+        msg["infer"]["_in_scan"] = True
+        if msg["value"] is None and is_enumerated(msg):
+            raise NotImplementedError(
+                f"guide site {msg['name']!r} is marked for enumeration inside a "
+                "scan; enumerate scanned discrete sites in the model"
+            )
+
+
+class ScanEnumContext:
+    """Bookkeeping of one enumerated scan.
+
+    ``dims[site] = [D0, ..., Dk]`` holds the dims of a body site's value at
+    lags ``0..history``; a step's sites take ``D0``. The first ``num_init =
+    min(history, length)`` steps run unrolled (their sites are recorded with
+    ``_init/`` prefixes); the others run inside ``lax.scan`` and are recorded
+    with a leading time axis. ``frames`` locate the scan among enclosing
+    enumerated scans: a tuple of ``(context, position)`` pairs, outermost
+    first, where ``position`` is an unrolled step's index or None.
+    """
+
+    def __init__(self, root, frames, history, length, reverse, method, outer):
+        if not isinstance(history, int) or history < 0:
+            raise ValueError(f"scan: history must be an int >= 0, got {history!r}")
+        if method not in (None, "parallel", "sequential"):
+            raise ValueError(
+                "scan: enum_method must be 'parallel', 'sequential' or None, "
+                f"got {method!r}"
+            )
+        self.root = root
+        self.frames = frames
+        self.history = min(history, length)
+        self.length = length
+        self.reverse = reverse
+        self.method = method
+        # names of the plates enclosing the scan call
+        self.outer_plates = frozenset(outer)
+        self.num_init = self.history
+        self.dims: dict[str, list[int]] = {}
+        self.first_site: str | None = None
+        self.position = None
+
+    def site_dims(self, name: str) -> list[int]:
+        if name not in self.dims:
+            self.dims[name] = [
+                self.root.allocate(name) for _ in range(self.history + 1)
+            ]
+        return self.dims[name]
+
+    def image(self) -> _EnumStep:
+        return _EnumStep(self, self.frames + ((self, self.position),))
+
+    def init_prefix(self, index: int) -> str:
+        depth = len(self.frames)
+        tag = "_init" if depth == 0 else f"_init{depth}"
+        return "_PREV_" * (self.num_init - 1 - index) + tag + "/"
+
+    def shift(self, tree, conform_to=None):
+        """Move the enumerated dims of every array in ``tree`` one lag back
+        (``D_j -> D_{j+1}``); with ``conform_to``, broadcast each result to
+        the matching leaf's shape (the loop carry must keep its shape)."""
+        import jax
+
+        cycles = [dims for dims in self.dims.values() if len(dims) > 1]
+
+        def move(leaf, like=None):
+            leaf = jnp.asarray(leaf)
+            if cycles:
+                leaf = self._shift_leaf(leaf, cycles)
+            if like is None:
+                return leaf
+            shape = jnp.shape(like)
+            if jnp.ndim(leaf) > len(shape) or (
+                jnp.broadcast_shapes(jnp.shape(leaf), shape) != shape
+            ):
+                raise ValueError(
+                    "scan: a carry leaf has shape "
+                    f"{jnp.shape(leaf)} after a step but {shape} before it; the "
+                    "carry of an enumerated scan may depend on the enumerated "
+                    f"sites of the last history={self.history} steps only and "
+                    "must keep its shape"
+                )
+            return jnp.broadcast_to(leaf, shape).astype(jnp.result_type(like))
+
+        if conform_to is None:
+            return jax.tree.map(move, tree)
+        return jax.tree.map(move, tree, conform_to)
+
+    def _shift_leaf(self, leaf, cycles):
+        deepest = -min(dims[-1] for dims in cycles)
+        shape = jnp.shape(leaf)
+        ndim = len(shape)
+
+        def size_at(dim):
+            return shape[dim] if ndim >= -dim else 1
+
+        if all(size_at(dim) == 1 for dims in cycles for dim in dims[:-1]):
+            return leaf
+        for dims in cycles:
+            if size_at(dims[-1]) != 1:
+                raise ValueError(
+                    f"scan: the carry depends on enumerated site at dim {dims[-1]} "
+                    f"more than history={self.history} steps back; raise history"
+                )
+        if ndim < deepest:
+            leaf = jnp.reshape(leaf, (1,) * (deepest - ndim) + shape)
+            ndim = deepest
+        perm = list(range(ndim))
+        for dims in cycles:
+            # new[D_{j+1}] = old[D_j]; new[D_0] = old[D_k] (size 1)
+            for j, _dim in enumerate(dims):
+                perm[ndim + dims[(j + 1) % len(dims)]] = ndim + dims[j]
+        return jnp.transpose(leaf, perm)
+
+
+class _EnumStep(Messenger):
+    """``enum`` inside one step of an enumerated scan."""
+
+    def __init__(self, context: ScanEnumContext, frames):
+        self.context = context
+        self.frames = frames
+        super().__init__()
+
+    def process_message(self, msg: Message) -> None:
+        if msg["type"] not in ("sample", "deterministic"):
+            return
+        context = self.context
+        msg["infer"]["_markov"] = self.frames
+        msg["infer"]["_markov_name"] = msg["name"]
+        if msg["type"] == "sample" and context.first_site is None:
+            context.first_site = msg["name"]
+        if msg["type"] == "sample" and self.frames[-1][1] is None:
+            msg["infer"]["dim_to_name"] = {"time": f"_time_{context.first_site}"}
+        if msg["value"] is None and is_enumerated(msg):
+            _mark(msg, context.site_dims(msg["name"])[0])
+
+    def open_scan(self, history, length, reverse, method, outer):
+        return ScanEnumContext(
+            self.context.root, self.frames, history, length, reverse, method, outer
+        )
+
+    def scan_image(self, length):
+        raise RuntimeError("enum: scans under enum must go through open_scan")

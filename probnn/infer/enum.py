@@ -1,0 +1,764 @@
+"""Exact summation over enumerated discrete sites.
+
+A trace recorded under :class:`probnn.handlers.enum` holds, for each sample
+site, a log density whose batch dims are plate dims (right) and enumeration
+dims (left, one per enumerated site). :func:`contract_trace` sums the
+enumerated dims out and multiplies over plates: plated tensor variable
+elimination (Obermeyer et al. 2019, "Tensor Variable Elimination for Plated
+Factor Graphs"), done with plain ``jax.numpy`` reductions.
+
+Terms are grouped by their *ordinal*, the set of plates they sit in. The
+deepest ordinal is processed first: its enumerated variables are summed out
+(variable elimination, cheapest dim first), then its extra plates are
+multiplied out, and the result moves to the parent ordinal. A model whose
+variables and plates do not form a tree this way gets an error naming its
+sites.
+
+Sites of an enumerated :func:`probnn.scan` are contracted along time: each
+step's terms are first reduced to a tensor over the step's state (the
+enumerated sites of the last ``history`` steps), then the steps are combined
+by a forward recursion (``lax.scan``, "sequential") or by a tree of log-space
+matrix products (O(log T) span, "parallel"). Nested scans and scans inside
+plates recurse through the same code.
+
+The same contraction runs in three *rings*: sum-product (log marginal
+likelihood, whose gradient is exact), and two whose backward pass picks
+values instead of weighting them: a joint draw from the posterior
+(temperature 1) or the maximising assignment (temperature 0). Differentiating
+the contraction with respect to the sites' log densities then marks the
+chosen assignment; :func:`probnn.infer.infer_discrete` reads it off.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from probnn.distributions.discrete import Categorical
+from probnn.handlers import seed, substitute, trace
+from probnn.runtime import Message
+
+__all__ = ["contract_trace", "enumeration_plan", "has_enumerated_sites"]
+
+
+# -- rings ---------------------------------------------------------------------
+
+
+def _safe_log(x):
+    positive = x > 0
+    return jnp.where(positive, jnp.log(jnp.where(positive, x, 1.0)), -jnp.inf)
+
+
+class _SumProduct:
+    """Log-space sum and product: the exact marginal."""
+
+    def reduce(self, x, axes):
+        if not axes:
+            return x
+        return jax.nn.logsumexp(x, axis=axes, keepdims=True)
+
+    def matmul(self, a, b):
+        a_max = jax.lax.stop_gradient(jnp.max(a, axis=-1, keepdims=True))
+        a_max = jnp.where(jnp.isfinite(a_max), a_max, 0.0)
+        b_max = jax.lax.stop_gradient(jnp.max(b, axis=-2, keepdims=True))
+        b_max = jnp.where(jnp.isfinite(b_max), b_max, 0.0)
+        product = jnp.matmul(jnp.exp(a - a_max), jnp.exp(b - b_max))
+        return _safe_log(product) + a_max + b_max
+
+    def fold(self, data):
+        return self
+
+
+def _pick(x, noise, axes):
+    """One-hot (over ``axes`` jointly) of the argmax of ``x + noise``."""
+    axes = tuple(sorted(a % x.ndim for a in axes))
+    rest = [a for a in range(x.ndim) if a not in axes]
+    moved = jnp.transpose(x + noise, rest + list(axes))
+    flat = moved.reshape(moved.shape[: len(rest)] + (-1,))
+    onehot = jax.nn.one_hot(jnp.argmax(flat, axis=-1), flat.shape[-1], dtype=x.dtype)
+    onehot = onehot.reshape(moved.shape)
+    order = rest + list(axes)
+    return jnp.transpose(onehot, [order.index(a) for a in range(x.ndim)])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _choose(x, noise, axes, use_max):
+    if use_max:
+        return jnp.max(x, axis=axes, keepdims=True)
+    return jax.nn.logsumexp(x, axis=axes, keepdims=True)
+
+
+def _choose_fwd(x, noise, axes, use_max):
+    return _choose(x, noise, axes, use_max), (x, noise)
+
+
+def _choose_bwd(axes, use_max, residuals, cotangent):
+    x, noise = residuals
+    return cotangent * _pick(x, noise, axes), jnp.zeros_like(noise)
+
+
+_choose.defvjp(_choose_fwd, _choose_bwd)
+
+
+class _Choosing:
+    """Max-product (``temperature=0``) or sum-product whose backward pass
+    draws one assignment (``temperature=1``): the gradient of the result
+    with respect to a term is the indicator of the chosen assignment."""
+
+    def __init__(self, key, temperature):
+        self.key = key
+        self.use_max = temperature == 0
+        self.calls = 0
+
+    def _noise(self, shape):
+        if self.use_max:
+            return jnp.zeros(shape)
+        self.calls += 1
+        return jax.random.gumbel(jax.random.fold_in(self.key, self.calls), shape)
+
+    def reduce(self, x, axes):
+        if not axes:
+            return x
+        axes = tuple(axes)
+        return _choose(x, self._noise(x.shape), axes, self.use_max)
+
+    def matmul(self, a, b):
+        joint = a[..., :, :, None] + b[..., None, :, :]
+        return jnp.squeeze(self.reduce(joint, (-2,)), -2)
+
+    def fold(self, data):
+        return _Choosing(jax.random.fold_in(self.key, data), 0 if self.use_max else 1)
+
+
+def sum_product_ring():
+    return _SumProduct()
+
+
+def choosing_ring(key, temperature):
+    if temperature not in (0, 1):
+        raise ValueError(
+            f"infer_discrete: temperature must be 0 or 1, got {temperature!r}"
+        )
+    return _Choosing(key, temperature)
+
+
+# -- the model's structure -------------------------------------------------------
+
+
+class _Term(NamedTuple):
+    log: Any  # lead (time) axes + the layout's `rank` right-aligned dims
+    ordinal: frozenset
+    scale: Any  # the user's scale (plate subsampling is applied by the plates)
+    names: tuple
+    frames: tuple  # ((scan context, position), ...) outermost first
+
+
+class _Structure:
+    """Plates, enumerated variables and scans of one trace."""
+
+    def __init__(self, model_trace: dict, guide_trace: dict | None = None):
+        # enumerated guide sites: dim -> (name, ordinal, execution order)
+        self.guide_vars: dict[int, tuple] = {}
+        self.guide_weights: dict[int, Any] = {}
+        for order, (name, site) in enumerate((guide_trace or {}).items()):
+            dim = (
+                site["infer"].get("_enumerate_dim")
+                if site["type"] == "sample"
+                else None
+            )
+            if dim is not None:
+                self.guide_vars[dim] = (name, _ordinal(site), order)
+        self.plate_dim: dict[str, int] = {}
+        self.plate_factor: dict[str, float] = {}
+        self.plate_size: dict[str, int] = {}
+        # enumerated dim -> (site name, ordinal, scan context or None, size)
+        self.variables: dict[int, tuple] = {}
+        self.lag_dims: dict[int, Any] = {}
+        self.rank = 0
+        for name, site in model_trace.items():
+            if site["type"] != "sample":
+                continue
+            for frame in site["cond_indep_stack"]:
+                self.plate_dim[frame.name] = frame.dim
+                self.plate_size[frame.name] = frame.subsample_size
+                self.plate_factor[frame.name] = frame.size / frame.subsample_size
+            dim = site["infer"].get("_enumerate_dim")
+            if dim is not None:
+                frames = site["infer"].get("_markov", ())
+                context = frames[-1][0] if frames else None
+                base = site["infer"].get("_markov_name", name)
+                self.variables[dim] = (
+                    base,
+                    _ordinal(site),
+                    context,
+                    site["infer"]["_enumerate_size"],
+                )
+                if context is not None:
+                    for lag_dim in context.dims.get(base, ())[1:]:
+                        self.lag_dims[lag_dim] = context
+
+    def variable_name(self, dim):
+        if dim in self.variables:
+            return self.variables[dim][0]
+        if dim in self.guide_vars:
+            return self.guide_vars[dim][0]
+        return f"(an enumerated site {self.lag_dims[dim].history} or fewer steps back)"
+
+
+def _ordinal(site: Message) -> frozenset:
+    return frozenset(frame.name for frame in site["cond_indep_stack"])
+
+
+def _lead_ndim(frames) -> int:
+    return sum(1 for _, position in frames if position is None)
+
+
+def _user_scale(site: Message, structure: _Structure):
+    scale = site["scale"]
+    if scale is None:
+        return None
+    factor = math.prod(structure.plate_factor[p] for p in _ordinal(site))
+    return scale if factor == 1 else scale / factor
+
+
+def _same_scale(a, b) -> bool:
+    if a is b:
+        return True
+    a = 1.0 if a is None else a
+    b = 1.0 if b is None else b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    return False
+
+
+def _site_terms(model_trace, structure, logs=None):
+    """One term per sample site, padded to a common layout."""
+    raw = []
+    for name, site in model_trace.items():
+        if site["type"] != "sample":
+            continue
+        log = logs[name] if logs is not None and name in logs else site_log(site)
+        frames = site["infer"].get("_markov", ())
+        lead = _lead_ndim(frames)
+        raw.append((name, site, log, frames, lead))
+        structure.rank = max(structure.rank, jnp.ndim(log) - lead)
+    terms = []
+    for name, site, log, frames, lead in raw:
+        shape = jnp.shape(log)
+        batch = shape[lead:]
+        log = jnp.reshape(
+            log, shape[:lead] + (1,) * (structure.rank - len(batch)) + batch
+        )
+        term = _Term(log, _ordinal(site), _user_scale(site, structure), (name,), frames)
+        _check_dims(term, structure)
+        terms.append(term)
+    return terms
+
+
+def _guide_terms(guide_trace, structure) -> list:
+    """``-log q`` of every latent guide site (not yet padded to the layout),
+    and the weights ``q`` of the enumerated ones."""
+    terms = []
+    for name, site in guide_trace.items():
+        if site["type"] != "sample" or site["is_observed"]:
+            continue
+        if site["infer"].get("_in_scan"):
+            raise NotImplementedError(
+                f"TraceEnum_ELBO: guide site {name!r} sits in a scan of a guide "
+                "with enumerated sites; enumerate inside scans in the model"
+            )
+        log = site_log(site)
+        structure.rank = max(structure.rank, jnp.ndim(log))
+        dim = site["infer"].get("_enumerate_dim")
+        if dim is not None:
+            structure.guide_weights[dim] = log
+        terms.append(
+            _Term(-log, _ordinal(site), _user_scale(site, structure), (name,), ())
+        )
+    return terms
+
+
+def site_log(site: Message):
+    """Unscaled log density of a sample site (masks applied by its distribution)."""
+    fn = site["fn"]
+    dim = site["infer"].get("_enumerate_dim")
+    if dim is not None and isinstance(fn, Categorical):
+        # the value is the whole support along `dim`: the log density is the
+        # normalised logits with their category axis moved there (no gather)
+        log_probs = fn.logits
+        missing = -dim - (jnp.ndim(log_probs) - 1)
+        if missing > 0:
+            log_probs = jnp.reshape(log_probs, (1,) * missing + log_probs.shape)
+        return jnp.squeeze(jnp.swapaxes(log_probs, -1, dim - 1), -1)
+    return fn.log_prob(site["value"])
+
+
+def _check_dims(term: _Term, structure: _Structure) -> None:
+    shape = jnp.shape(term.log)
+    rank = structure.rank
+    own_plates = {structure.plate_dim[p]: p for p in term.ordinal}
+    for dim in range(-rank, 0):
+        if shape[dim] == 1 or dim in own_plates:
+            continue
+        if dim in structure.guide_vars:
+            variable = structure.guide_vars[dim]
+            if not variable[1] <= term.ordinal:
+                raise ValueError(
+                    f"site {term.names[0]!r} depends on enumerated guide site "
+                    f"{variable[0]!r} from outside its plates "
+                    f"{sorted(variable[1] - term.ordinal)}"
+                )
+            continue
+        if dim in structure.variables or dim in structure.lag_dims:
+            context = structure.variables.get(dim, (None, None, None))[2]
+            if context is None and dim in structure.lag_dims:
+                context = structure.lag_dims[dim]
+            if context is not None and not _inside(term.frames, context):
+                raise ValueError(
+                    f"site {term.names[0]!r} depends on "
+                    f"{structure.variable_name(dim)!r}, "
+                    "an enumerated site of a scan body, from outside that scan "
+                    "(for example through the scan's final carry); use the scan's "
+                    "outputs inside the body instead"
+                )
+            variable = structure.variables.get(dim)
+            if variable is not None and not variable[1] <= term.ordinal:
+                missing = sorted(variable[1] - term.ordinal)
+                raise ValueError(
+                    f"site {term.names[0]!r} depends on enumerated site "
+                    f"{variable[0]!r}, which sits inside plate(s) {missing} that "
+                    f"{term.names[0]!r} is not in"
+                )
+            continue
+        plates = [p for p, d in structure.plate_dim.items() if d == dim]
+        raise ValueError(
+            f"site {term.names[0]!r} has a log density of shape {shape[-rank:]} "
+            f"that varies along dim {dim}, which is neither one of its plates nor "
+            "an enumerated site's dim"
+            + (
+                f" (plate {plates[0]!r} uses that dim: does an enumerated site "
+                f"inside plate {plates[0]!r} feed {term.names[0]!r} outside it?)"
+                if plates
+                else ""
+            )
+        )
+
+
+def _inside(frames, context) -> bool:
+    return any(c is context for c, _ in frames)
+
+
+# -- plated variable elimination --------------------------------------------------
+
+
+def _size(term: _Term, dim: int) -> int:
+    return jnp.shape(term.log)[dim]
+
+
+def _combine(terms, ring, dims, structure):
+    """Sum ``terms`` (log space) and reduce ``dims``; one term."""
+    scale = terms[0].scale
+    for other in terms[1:]:
+        if not _same_scale(scale, other.scale):
+            names = sorted({n for t in terms for n in t.names})
+            raise ValueError(
+                f"sites {names} share enumerated sites but have different scales "
+                "(from probnn.handlers.scale); enumeration needs one scale for "
+                "all sites that depend on the same enumerated site"
+            )
+    log = functools.reduce(jnp.add, [t.log for t in terms])
+    log = ring.reduce(log, tuple(dims))
+    names = tuple(n for t in terms for n in t.names)
+    return _Term(log, terms[0].ordinal, scale, names, terms[0].frames)
+
+
+def _elimination_cost(terms, dim) -> int:
+    """Size of the tensor that summing out ``dim`` would build."""
+    shapes = [jnp.shape(t.log) for t in terms if _size(t, dim) > 1]
+    return math.prod(jnp.broadcast_shapes(*shapes)) if shapes else 0
+
+
+def _sum_out(terms, dims, ring, structure):
+    """Eliminate ``dims`` from ``terms`` one at a time, cheapest first."""
+    terms = list(terms)
+    dims = set(dims)
+    while dims:
+        dim = min(sorted(dims), key=functools.partial(_elimination_cost, terms))
+        dims.remove(dim)
+        involved = [t for t in terms if _size(t, dim) > 1]
+        if not involved:
+            continue
+        terms = [t for t in terms if _size(t, dim) == 1]
+        terms.append(_combine(involved, ring, (dim,), structure))
+    if len(terms) == 1:
+        return terms[0]
+    if all(_same_scale(terms[0].scale, t.scale) for t in terms):
+        return _combine(terms, ring, (), structure)
+    # no enumerated dims left to share: apply each scale
+    scaled = [t._replace(log=_apply_scale(t), scale=None) for t in terms]
+    return _combine(scaled, ring, (), structure)
+
+
+def _apply_scale(term: _Term):
+    return term.log if term.scale is None else term.log * term.scale
+
+
+def _components(terms, dims):
+    """Split ``terms`` into groups connected through ``dims``."""
+    groups: list[tuple[list, set]] = []
+    for term in terms:
+        mine = {d for d in dims if _size(term, d) > 1}
+        joined = [g for g in groups if g[1] & mine]
+        merged_terms = [term] + [t for g in joined for t in g[0]]
+        merged_dims = mine.union(*(g[1] for g in joined))
+        groups = [g for g in groups if not any(g is j for j in joined)]
+        groups.append((merged_terms, merged_dims))
+    return groups
+
+
+def _multiply_plates(term: _Term, plates, structure: _Structure) -> _Term:
+    log = term.log
+    for plate in sorted(plates):
+        dim = structure.plate_dim[plate]
+        factor = structure.plate_factor[plate]
+        if jnp.shape(log)[dim] == 1:
+            factor = factor * structure.plate_size[plate]
+        else:
+            log = jnp.sum(log, axis=dim, keepdims=True)
+        if factor != 1:
+            log = log * factor
+    return term._replace(log=log, ordinal=term.ordinal - frozenset(plates))
+
+
+def _eliminate(terms, level, target, sum_dims, ring, structure):
+    """Contract ``terms`` (all inside the scan path ``frames[:level]``) down to
+    the plates ``target``, summing out ``sum_dims`` (dim -> ordinal). Returns
+    terms at ``target``."""
+    plain, groups = [], {}
+    for term in terms:
+        if len(term.frames) > level:
+            context = term.frames[level][0]
+            groups.setdefault(id(context), (context, []))[1].append(term)
+        else:
+            plain.append(term)
+    for context, group in groups.values():
+        plain.append(_contract_scan(context, group, level, ring, structure))
+
+    all_dims = dict(sum_dims)
+    if level == 0:
+        all_dims.update({d: v[1] for d, v in structure.guide_vars.items()})
+    pending = defaultdict(list)
+    for term in plain:
+        pending[term.ordinal].append(term)
+    while True:
+        leaves = [o for o in pending if pending[o] and o != target]
+        if not leaves:
+            break
+        leaf = max(leaves, key=lambda o: (len(o), sorted(o)))
+        local = {d for d, o in all_dims.items() if o == leaf}
+        for group_terms, group_dims in _components(pending.pop(leaf), local):
+            term = _reduce(group_terms, group_dims, ring, structure, all_dims)
+            remaining = [
+                d for d in all_dims if d not in group_dims and _size(term, d) > 1
+            ]
+            parent = target.union(*(all_dims[d] for d in remaining))
+            if not parent < leaf:
+                raise ValueError(
+                    f"sites {sorted(set(term.names))} in plates {sorted(leaf)} "
+                    "depend on enumerated sites "
+                    f"{sorted(structure.variable_name(d) for d in remaining)} in "
+                    "plates that do not nest: the model is not a tree of plates "
+                    "that enumeration can sum exactly"
+                )
+            pending[parent].append(_multiply_plates(term, leaf - parent, structure))
+    local = {d for d, o in all_dims.items() if o == target}
+    return [
+        _reduce(group_terms, group_dims, ring, structure, all_dims)
+        for group_terms, group_dims in _components(pending.pop(target, []), local)
+    ]
+
+
+def _reduce(terms, dims, ring, structure, all_dims) -> _Term:
+    """Sum the model's enumerated ``dims`` out of ``terms``, then take the
+    expectation over the guide's enumerated ``dims`` (children first)."""
+    guide_dims = [d for d in dims if d in structure.guide_vars]
+    term = _sum_out(terms, set(dims) - set(guide_dims), ring, structure)
+    present = [d for d in guide_dims if _size(term, d) > 1]
+    if not present:
+        return term
+    pending = [
+        d
+        for d in all_dims
+        if d not in dims and d not in structure.guide_vars and _size(term, d) > 1
+    ]
+    if pending:
+        guide_names = [structure.variable_name(d) for d in present]
+        model_names = [structure.variable_name(d) for d in pending]
+        raise NotImplementedError(
+            f"TraceEnum_ELBO: guide site(s) {guide_names} are enumerated inside "
+            f"plates whose sites depend on model sites {model_names} enumerated "
+            "outside them; the expectation over the guide sites is then not a sum of "
+            "per-plate terms. Enumerate those guide sites in the model instead"
+        )
+    log = term.log
+    for dim in sorted(present, key=lambda d: -structure.guide_vars[d][2]):
+        weight = jnp.exp(structure.guide_weights[dim])
+        log = jnp.sum(log * weight, axis=dim, keepdims=True)
+    return term._replace(log=log)
+
+
+# -- enumerated scans ------------------------------------------------------------------
+
+
+def _default_method():
+    return "sequential" if jax.default_backend() == "cpu" else "parallel"
+
+
+def _contract_scan(context, terms, level, ring, structure) -> _Term:
+    """Sum a scan's enumerated sites out along time; the result lives outside
+    the scan (its plates are those around the scan call)."""
+    history = context.history
+    # sites whose past values reach a later step: the recursion's state
+    state = [
+        name
+        for name, dims in context.dims.items()
+        if any(_size(t, d) > 1 for t in terms for d in dims[1:])
+    ]
+    lag_dims = [
+        [context.dims[name][lag] for name in state] for lag in range(history + 1)
+    ]
+    keep = {d for dims in lag_dims for d in dims}
+    sum_dims = {
+        dim: structure.variables[dim][1]
+        for name, dims in context.dims.items()
+        for dim in dims[:1]
+        if dim not in keep and dim in structure.variables
+    }
+    target = context.outer_plates
+    lead = _lead_ndim(terms[0].frames[:level])
+    steps = {}
+    scale = None
+    names = []
+    for position in [*range(context.num_init), None]:
+        step_terms = [t for t in terms if t.frames[level][1] == position]
+        if not step_terms:
+            continue
+        out = _eliminate(step_terms, level + 1, target, sum_dims, ring, structure)
+        for term in out:
+            if scale is None and term.scale is not None:
+                scale = term.scale
+            names.extend(term.names)
+        for term in out:
+            if not _same_scale(scale, term.scale):
+                raise ValueError(
+                    f"sites {sorted(set(names))} of one enumerated scan have "
+                    "different scales; enumeration needs one scale for them"
+                )
+        steps[position] = functools.reduce(jnp.add, [t.log for t in out])
+
+    cycles = [context.dims[name] for name in state]
+    oldest = tuple(lag_dims[history]) if history else ()
+
+    def advance(alpha, step_log, step_ring):
+        if cycles:
+            alpha = context._shift_leaf(alpha, cycles)
+        return step_ring.reduce(alpha + step_log, oldest)
+
+    alpha = jnp.zeros(())
+    for position in range(context.num_init):
+        if position in steps:
+            alpha = advance(alpha, steps[position], ring.fold(position))
+    if None in steps:
+        series = jnp.moveaxis(steps[None], lead, 0)
+        if context.reverse:
+            series = series[::-1]
+        method = context.method or _default_method()
+        if history == 0:
+            alpha = alpha + jnp.sum(series, axis=0)
+        elif method == "parallel" and len(series) > 1:
+            alpha = _parallel_chain(alpha, series, lag_dims, structure, ring, context)
+        else:
+            alpha = _sequential_chain(alpha, series, advance, ring)
+    final = tuple(d for dims in lag_dims[:history] for d in dims)
+    alpha = _pad_rank(alpha, lead + structure.rank)
+    result = ring.reduce(alpha, final)
+    ordinal = frozenset(target)
+    return _Term(result, ordinal, scale, tuple(names), terms[0].frames[:level])
+
+
+def _pad_rank(x, rank):
+    return jnp.reshape(x, (1,) * (rank - jnp.ndim(x)) + jnp.shape(x))
+
+
+def _sequential_chain(alpha, series, advance, ring):
+    # the loop carry must keep one shape: find the fixed point of the step
+    def shape_after(shape):
+        out = jax.eval_shape(
+            lambda a, s: advance(a, s, ring.fold(0)),
+            jax.ShapeDtypeStruct(shape, series.dtype),
+            jax.ShapeDtypeStruct(series.shape[1:], series.dtype),
+        )
+        return out.shape
+
+    shape = jnp.shape(alpha)
+    for _ in range(8):
+        new = shape_after(shape)
+        new = jnp.broadcast_shapes(new, shape) if len(new) >= len(shape) else new
+        if new == shape:
+            break
+        shape = new
+    alpha = jnp.broadcast_to(_pad_rank(alpha, len(shape)), shape).astype(series.dtype)
+
+    def body(alpha, step):
+        index, step_log = step
+        out = advance(alpha, step_log, ring.fold(index + 10_000))
+        return jnp.broadcast_to(out, shape), None
+
+    alpha, _ = jax.lax.scan(body, alpha, (jnp.arange(len(series)), series))
+    return alpha
+
+
+def _parallel_chain(alpha, series, lag_dims, structure, ring, context):
+    """Combine the steps by a balanced tree of log-space matrix products over
+    the state of the last ``history`` steps."""
+    history = len(lag_dims) - 1
+    rank = jnp.ndim(series) - 1
+    state_sizes = [structure.variables[d][3] for d in lag_dims[0]]
+    n = math.prod(state_sizes)
+    lag_axes = [[rank + 1 + d for d in dims] for dims in lag_dims]  # axes in series
+    sizes = list(series.shape)
+    for axes in lag_axes:
+        for axis, size in zip(axes, state_sizes, strict=True):
+            sizes[axis] = size
+    series = jnp.broadcast_to(series, tuple(sizes))
+    moved_axes = [a for axes in lag_axes for a in axes]
+    other = [a for a in range(series.ndim) if a not in moved_axes]
+    # (time, batch..., lag0 state, lag1 state, ..., lag_k state)
+    x = jnp.transpose(series, other + moved_axes)
+    batch = x.shape[1 : len(other)]
+    x = x.reshape(x.shape[: len(other)] + (n,) * (history + 1))
+    # rows: state one step back (lags 1..k); columns: state now (lags 0..k-1)
+    x = jnp.moveaxis(x, len(other), -1)  # (..., a1, ..., ak, b0)
+    x = x.reshape(x.shape + (1,) * (history - 1))
+    eye = jnp.where(jnp.eye(n, dtype=bool), 0.0, -jnp.inf).astype(x.dtype)
+    base = len(other)
+    for j in range(1, history):
+        shape = [1] * x.ndim
+        shape[base + j - 1] = n  # a_j
+        shape[base + history + j] = n  # b_j
+        x = x + eye.reshape(shape)
+    states = n**history
+    matrices = x.reshape(x.shape[: len(other)] + (states, states))
+
+    identity = jnp.broadcast_to(
+        jnp.where(jnp.eye(states, dtype=bool), 0.0, -jnp.inf).astype(x.dtype),
+        matrices.shape[1:],
+    )
+    level = 0
+    while matrices.shape[0] > 1:
+        if matrices.shape[0] % 2:
+            matrices = jnp.concatenate([matrices, identity[None]])
+        matrices = ring.fold(20_000 + level).matmul(matrices[0::2], matrices[1::2])
+        level += 1
+    product = matrices[0]
+
+    # alpha over lags 0..k-1 (the first scanned step's rows)
+    alpha = _pad_rank(alpha, rank)
+    alpha_sizes = list(jnp.shape(alpha))
+    for dims in lag_dims[:history]:
+        for d, size in zip(dims, state_sizes, strict=True):
+            alpha_sizes[rank + d] = size
+    alpha = jnp.broadcast_to(alpha, tuple(alpha_sizes))
+    alpha_axes = [rank + d for dims in lag_dims[:history] for d in dims]
+    oldest_axes = [rank + d for d in lag_dims[history]]  # size 1 here
+    alpha_other = [a for a in range(rank) if a not in alpha_axes + oldest_axes]
+    alpha = jnp.transpose(alpha, alpha_other + alpha_axes + oldest_axes)
+    alpha = alpha.reshape(alpha.shape[: len(alpha_other)] + (states,))
+    total = ring.reduce(alpha[..., :, None] + product, (-2, -1))[..., 0, 0]
+    # back to the layout, with size 1 at every lag dim
+    out_shape = list(jnp.broadcast_shapes(total.shape, batch))
+    total = jnp.broadcast_to(total, tuple(out_shape))
+    full = [1] * rank
+    for axis, size in zip(other[1:], out_shape, strict=True):
+        full[axis - 1] = size
+    return total.reshape(tuple(full))
+
+
+# -- entry points ------------------------------------------------------------------
+
+
+def contract_trace(
+    model_trace: dict,
+    ring=None,
+    logs: dict | None = None,
+    guide_trace: dict | None = None,
+):
+    """Log density of an enumerated trace with its enumerated sites summed
+    out (a scalar; plates multiplied out, scales applied).
+
+    Args:
+        model_trace: a trace recorded under :class:`probnn.handlers.enum`.
+        ring: the contraction's semiring (default: exact sum-product).
+        logs: optional replacement log densities by site name (used by
+            ``infer_discrete`` to differentiate with respect to them).
+        guide_trace: a guide trace with enumerated sites (recorded under
+            ``enum``); the result is then the ELBO: the expectation, over
+            the guide's enumerated sites, of ``log p - log q`` (its other
+            sites enter as in Trace_ELBO).
+    """
+    ring = _SumProduct() if ring is None else ring
+    structure = _Structure(model_trace, guide_trace)
+    guide_terms = [] if guide_trace is None else _guide_terms(guide_trace, structure)
+    terms = _site_terms(model_trace, structure, logs)
+    if guide_terms:
+        pad = functools.partial(_pad_rank, rank=structure.rank)
+        structure.guide_weights = {
+            d: pad(w) for d, w in structure.guide_weights.items()
+        }
+        terms += [t._replace(log=pad(t.log)) for t in guide_terms]
+        for term in terms[-len(guide_terms) :]:
+            _check_dims(term, structure)
+    sum_dims = {dim: v[1] for dim, v in structure.variables.items() if v[2] is None}
+    out = _eliminate(terms, 0, frozenset(), sum_dims, ring, structure)
+    total = jnp.zeros(())
+    for term in out:
+        total = total + jnp.sum(_apply_scale(term))
+    return total
+
+
+def has_enumerated_sites(model_trace: dict) -> bool:
+    return any(
+        site["type"] == "sample" and site["infer"].get("_enumerate_dim") is not None
+        for site in model_trace.values()
+    )
+
+
+def enumeration_plan(model: Callable, args: tuple, kwargs: dict, params=None):
+    """``(max_plate_nesting, any_marked_site)`` of ``model``, from one abstract run."""
+    found = [0, False]
+
+    def run():
+        fn = seed(model, rng_seed=0)
+        if params:
+            fn = substitute(fn, data=params)
+        tr = trace(fn).get_trace(*args, **kwargs)
+        for site in tr.values():
+            for frame in site.get("cond_indep_stack", ()):
+                found[0] = max(found[0], -frame.dim)
+            if (
+                site["type"] == "sample"
+                and not site["is_observed"]
+                and site["infer"].get("enumerate")
+                and not (params and site["name"] in params)
+            ):
+                found[1] = True
+        return 0
+
+    jax.eval_shape(run)
+    return found[0], found[1]
