@@ -21,11 +21,10 @@ from the generating ones, so that every gradient entry is non-trivial.
   message otherwise): the same model with ``numpyro.contrib.control_flow.scan``,
   summed out twice: by ``numpyro.contrib.funsor.log_density`` under ``enum``
   (what NumPyro's own HMM examples use; it agrees with the forward
-  algorithm), and by ``numpyro.infer.TraceEnum_ELBO``, which in NumPyro 0.22
-  does not handle the Markov dependence between scanned steps: its value
-  differs from the exact -log p(y) (already at T = 3) and its gradient in
-  the initial logits is zero. That row is kept for its timing; its error
-  columns say how far off it is.
+  algorithm), and by ``numpyro.infer.TraceEnum_ELBO``, whose value on this
+  model (NumPyro 0.22, funsor 0.4) differs from the exact -log p(y), already
+  at T = 3. That row is kept for its timing; its error columns say how far
+  off it is.
 
 Every implementation runs in a fresh process (none inherits another's
 compiled operations). Reported: compile seconds (the first call, tracing

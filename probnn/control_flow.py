@@ -73,6 +73,14 @@ def _run_enumerated(f, init, xs, length, reverse, handlers, context):
     carry's enumerated dims move one lag back."""
     others = [h for h in handlers if not getattr(h, "open_scan", None)]
     makers = [handler.scan_image(length) for handler in others]
+    # the enumerating image takes its handler's place in the stack, so
+    # handlers inside it (config_enumerate, substitute, ...) act first
+    position = next(i for i, h in enumerate(handlers) if getattr(h, "open_scan", None))
+
+    def stack(images):
+        enumerating = context.image()
+        return images[:position] + [enumerating] + images[position:]
+
     num_init = context.num_init
     # indices of the unrolled steps, in the order the scan visits them
     order = list(range(length))[::-1] if reverse else list(range(length))
@@ -82,7 +90,7 @@ def _run_enumerated(f, init, xs, length, reverse, handlers, context):
         context.position = index
         images = [make(step) for make in makers]
         x = jax.tree.map(lambda leaf, step=step: leaf[step], xs)
-        with handler_stack(images + [context.image()]):
+        with handler_stack(stack(images)):
             carry, y = f(carry, x)
         carry = context.shift(carry)
         first_ys.append(y)
@@ -98,7 +106,7 @@ def _run_enumerated(f, init, xs, length, reverse, handlers, context):
     def body(carry, step_and_x):
         step, x = step_and_x
         images = [make(step) for make in makers]
-        with handler_stack(images + [context.image()]):
+        with handler_stack(stack(images)):
             new_carry, y = f(carry, x)
         new_carry = context.shift(new_carry, conform_to=carry)
         return new_carry, (y, [image.scan_output() for image in images])

@@ -801,3 +801,29 @@ def gmm_factorised_nll(params, data):
         data[:, None], params["locs"][None, :], SCALE_MIX
     )
     return -jnp.sum(logsumexp(log_joint, axis=-1))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_config_enumerate_reaches_sites_inside_scan(method):
+    # the enumerating step handler sits where `enum` sits in the stack, so a
+    # config_enumerate inside it marks the body's sites before they are seen
+    def model(ys):
+        trans = probnn.param("trans", jnp.zeros((K_HMM, K_HMM)))
+        locs = probnn.param("locs", jnp.zeros(K_HMM))
+
+        def step(x_prev, y):
+            x = probnn.sample("x", dist.Categorical(logits=trans[x_prev]))
+            probnn.sample("y", dist.Normal(locs[x], 1.0), obs=y)
+            return x, None
+
+        scan(step, jnp.array(0), ys, enum_method=method)
+
+    params = hmm_params(1, seed_=9)
+    ys = normal_data(9, (5,))
+    loss = enum_loss(config_enumerate(model), params, ys)
+    assert_close(loss, -hmm_brute_log_marginal(params, ys, 1))
+    decoded = trace(
+        infer_discrete(substitute(config_enumerate(model), data=params), temperature=0)
+    ).get_trace(ys)["x"]["value"]
+    paths, log_joints = hmm_brute_log_joints(params, ys, 1)
+    np.testing.assert_array_equal(decoded, paths[jnp.argmax(log_joints)])
