@@ -118,7 +118,9 @@ class enum(Messenger):
 
     Args:
         fn: the model.
-        first_available_dim: a negative int.
+        first_available_dim: a negative int; when None and ``fn`` is given,
+            the dim left of the deepest plate ``fn`` uses (found by tracing
+            it once).
 
     >>> import probnn, probnn.distributions as dist
     >>> from probnn.handlers import trace
@@ -144,6 +146,16 @@ class enum(Messenger):
     def __enter__(self):
         self._next_dim = self.first_available_dim
         return super().__enter__()
+
+    def __call__(self, *args, **kwargs):
+        if self.first_available_dim is not None or self.fn is None:
+            return super().__call__(*args, **kwargs)
+        # derive the first free dim from the model's deepest plate
+        self.first_available_dim = -max_plate_nesting(self.fn, args, kwargs) - 1
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            self.first_available_dim = None
 
     @property
     def next_dim(self) -> int | None:
@@ -195,6 +207,26 @@ class _GuideScanStep(Messenger):
                 f"guide site {msg['name']!r} is marked for enumeration inside a "
                 "scan; enumerate scanned discrete sites in the model"
             )
+
+
+def max_plate_nesting(fn: Callable, args: tuple, kwargs: dict) -> int:
+    """How many plate dims ``fn`` uses at most, found by tracing it once
+    abstractly (nothing is computed)."""
+    import jax
+
+    from probnn.handlers import block, seed, trace
+
+    deepest = [0]
+
+    def run():
+        with block():
+            model_trace = trace(seed(fn, rng_seed=0)).get_trace(*args, **kwargs)
+        for site in model_trace.values():
+            for frame in site.get("cond_indep_stack", ()):
+                deepest[0] = max(deepest[0], -frame.dim)
+
+    jax.eval_shape(run)
+    return deepest[0]
 
 
 class ScanEnumContext:

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from probnn.enumeration import enum
+from probnn.enumeration import enum, max_plate_nesting
 from probnn.handlers import block, seed, substitute, trace
-from probnn.infer.enum import choosing_ring, contract_trace, enumeration_plan, site_log
+from probnn.infer.enum import choosing_ring, contract_trace, site_log
 
 __all__ = ["infer_discrete"]
 
@@ -91,8 +91,7 @@ def _choose(model, first_available_dim, temperature, key, args, kwargs) -> dict:
     """Chosen values of the enumerated sites, by the name the sites have
     inside the model (scan sites as series over every step)."""
     if first_available_dim is None:
-        with block():
-            nesting, _ = enumeration_plan(model, args, kwargs)
+        nesting = max_plate_nesting(model, args, kwargs)
         first_available_dim = -nesting - 1
     nesting = -first_available_dim - 1
     # the enumerated pass is internal: handlers outside do not see it

@@ -25,7 +25,7 @@ from probnn import enumeration
 from probnn.distributions.kl import kl_divergence
 from probnn.enumeration import enum
 from probnn.handlers import replay, seed, substitute, trace
-from probnn.infer.enum import contract_trace, enumeration_plan
+from probnn.infer.enum import contract_trace
 from probnn.infer.util import site_log_prob
 from probnn.runtime import Message
 
@@ -388,7 +388,7 @@ class TraceEnum_ELBO(ELBO):
         guide_key, model_key = jax.random.split(rng_key)
         nesting = self.max_plate_nesting
         if nesting is None:
-            nesting, _ = enumeration_plan(
+            nesting = enumeration.max_plate_nesting(
                 substitute(model, data=_fresh_state(param_map)), args, kwargs
             )
         data = _fresh_state(param_map)

@@ -34,17 +34,15 @@ from __future__ import annotations
 import functools
 import math
 from collections import defaultdict
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from probnn.distributions.discrete import Categorical
-from probnn.handlers import seed, substitute, trace
 from probnn.runtime import Message
 
-__all__ = ["contract_trace", "enumeration_plan", "has_enumerated_sites"]
+__all__ = ["contract_trace", "has_enumerated_sites"]
 
 
 # -- rings ---------------------------------------------------------------------
@@ -64,6 +62,15 @@ class _SumProduct:
         return jax.nn.logsumexp(x, axis=axes, keepdims=True)
 
     def matmul(self, a, b):
+        if a.shape[-1] <= 16:
+            # small state spaces: one fused logsumexp compiles fastest
+            joint = a[..., :, :, None] + b[..., None, :, :]
+            peak = jax.lax.stop_gradient(jnp.max(joint, axis=-2))
+            # rows of impossible states (-inf everywhere) stay -inf with a
+            # zero gradient
+            peak = jnp.where(jnp.isfinite(peak), peak, 0.0)
+            total = jnp.sum(jnp.exp(joint - peak[..., None, :]), axis=-2)
+            return _safe_log(total) + peak
         a_max = jax.lax.stop_gradient(jnp.max(a, axis=-1, keepdims=True))
         a_max = jnp.where(jnp.isfinite(a_max), a_max, 0.0)
         b_max = jax.lax.stop_gradient(jnp.max(b, axis=-2, keepdims=True))
@@ -208,7 +215,9 @@ class _Structure:
             return self.variables[dim][0]
         if dim in self.guide_vars:
             return self.guide_vars[dim][0]
-        return f"(an enumerated site {self.lag_dims[dim].history} or fewer steps back)"
+        context = self.lag_dims[dim]
+        site = next(name for name, dims in context.dims.items() if dim in dims)
+        return f"{site} (at an earlier step)"
 
 
 def _ordinal(site: Message) -> frozenset:
@@ -737,28 +746,3 @@ def has_enumerated_sites(model_trace: dict) -> bool:
         site["type"] == "sample" and site["infer"].get("_enumerate_dim") is not None
         for site in model_trace.values()
     )
-
-
-def enumeration_plan(model: Callable, args: tuple, kwargs: dict, params=None):
-    """``(max_plate_nesting, any_marked_site)`` of ``model``, from one abstract run."""
-    found = [0, False]
-
-    def run():
-        fn = seed(model, rng_seed=0)
-        if params:
-            fn = substitute(fn, data=params)
-        tr = trace(fn).get_trace(*args, **kwargs)
-        for site in tr.values():
-            for frame in site.get("cond_indep_stack", ()):
-                found[0] = max(found[0], -frame.dim)
-            if (
-                site["type"] == "sample"
-                and not site["is_observed"]
-                and site["infer"].get("enumerate")
-                and not (params and site["name"] in params)
-            ):
-                found[1] = True
-        return 0
-
-    jax.eval_shape(run)
-    return found[0], found[1]
