@@ -351,10 +351,20 @@ class _EnumStep(Messenger):
         msg["infer"]["_markov_name"] = msg["name"]
         if msg["type"] == "sample" and context.first_site is None:
             context.first_site = msg["name"]
-        if msg["type"] == "sample" and self.frames[-1][1] is None:
-            msg["infer"]["dim_to_name"] = {"time": f"_time_{context.first_site}"}
         if msg["value"] is None and is_enumerated(msg):
             _mark(msg, context.site_dims(msg["name"])[0])
+
+    def postprocess_message(self, msg: Message) -> None:
+        if msg["type"] != "sample" or self.frames[-1][1] is not None:
+            return
+        # the looped steps' sites get a time dim left of their batch dims
+        fn = msg["fn"]
+        event_ndim = len(getattr(fn, "event_shape", ()))
+        batch_ndim = max(
+            len(getattr(fn, "batch_shape", ())), jnp.ndim(msg["value"]) - event_ndim
+        )
+        time_dim = -batch_ndim - 1
+        msg["infer"]["dim_to_name"] = {time_dim: f"_time_{self.context.first_site}"}
 
     def open_scan(self, history, length, reverse, method, outer):
         return ScanEnumContext(
