@@ -11,7 +11,7 @@
 (3,)
 """
 
-from probnn import distributions, handlers, infer, nn
+from probnn import diagnostics, distributions, handlers, infer, nn
 from probnn.control_flow import scan
 from probnn.distributions import enable_validation
 from probnn.nn import random_module
@@ -32,6 +32,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "deterministic",
+    "diagnostics",
     "distributions",
     "enable_validation",
     "factor",

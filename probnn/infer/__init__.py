@@ -10,6 +10,7 @@ from probnn.infer.elbo import (
     TraceEnum_ELBO,
     TraceMeanField_ELBO,
 )
+from probnn.infer.hmc import HMC, NUTS, HMCState
 from probnn.infer.initialization import (
     init_to_feasible,
     init_to_mean,
@@ -18,6 +19,7 @@ from probnn.infer.initialization import (
     init_to_uniform,
     init_to_value,
 )
+from probnn.infer.mcmc import MCMC
 from probnn.infer.predictive import Predictive, log_likelihood
 from probnn.infer.svi import SVI, SVIRunResult, SVIState
 from probnn.infer.util import (
@@ -29,6 +31,10 @@ from probnn.infer.util import (
 
 __all__ = [
     "ELBO",
+    "HMC",
+    "HMCState",
+    "MCMC",
+    "NUTS",
     "Predictive",
     "SVI",
     "RenyiELBO",

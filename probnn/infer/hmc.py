@@ -1,0 +1,835 @@
+"""Hamiltonian Monte Carlo kernels: HMC with a fixed trajectory length and
+the No-U-Turn Sampler (iterative, multinomial; no Python recursion).
+
+Kernels work on one flat vector of every latent site in unconstrained space
+(sites are mapped onto their supports through ``biject_to``, with the log
+Jacobian in the potential). Sites marked for enumeration are summed out of
+the potential (see :func:`probnn.infer.util.potential_energy`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from probnn.enumeration import is_enumerated
+from probnn.handlers import block, seed, substitute, trace
+from probnn.infer import hmc_util as hu
+from probnn.infer.initialization import init_to_uniform
+from probnn.infer.util import constrain_fn, potential_energy, site_transform
+
+__all__ = ["HMC", "HMCState", "NUTS"]
+
+MAX_DELTA_ENERGY = 1000.0
+
+
+class HMCState(NamedTuple):
+    """The state of an HMC or NUTS chain (NumPyro's fields).
+
+    ``z`` and ``z_grad`` hold unconstrained values by site name (or the
+    pytree given to ``potential_fn``); ``adapt_state`` the step size and
+    inverse mass matrix.
+    """
+
+    i: Any
+    z: Any
+    z_grad: Any
+    potential_energy: Any
+    energy: Any
+    r: Any
+    trajectory_length: Any
+    num_steps: Any
+    accept_prob: Any
+    mean_accept_prob: Any
+    diverging: Any
+    adapt_state: Any
+    rng_key: Any
+
+
+def _latent_sites(model, args, kwargs) -> list:
+    """Names of the model's latent sites NUTS samples (abstract trace)."""
+    names = []
+
+    def run():
+        with block():
+            model_trace = trace(seed(model, rng_seed=0)).get_trace(*args, **kwargs)
+        for name, site in model_trace.items():
+            if site["type"] != "sample" or site["is_observed"]:
+                continue
+            if is_enumerated(site):
+                continue
+            if site["fn"].support.is_discrete:
+                raise ValueError(
+                    f"sample site {name!r} is discrete; HMC and NUTS need it summed "
+                    "out: mark it infer={'enumerate': 'parallel'} (or use "
+                    "config_enumerate)"
+                )
+            names.append(name)
+
+    jax.eval_shape(run)
+    return names
+
+
+class HMC:
+    """Hamiltonian Monte Carlo with a fixed trajectory length.
+
+    Args:
+        model: a model; or give ``potential_fn`` instead.
+        potential_fn: a function of a pytree of unconstrained values
+            returning the potential energy (negative log density).
+        kinetic_fn: not supported (the Gaussian kinetic energy is built in);
+            must be None.
+        step_size: initial step size.
+        inverse_mass_matrix: initial inverse mass matrix (a vector for a
+            diagonal one, a matrix for a dense one); identity by default.
+        adapt_step_size: adapt the step size during warmup (dual averaging).
+        adapt_mass_matrix: adapt the inverse mass matrix during warmup
+            (Stan's windows).
+        dense_mass: False (diagonal), True (dense), or a list of tuples of
+            site names, each a block of sites with a dense mass matrix (the
+            rest diagonal).
+        target_accept_prob: the acceptance probability step-size adaptation
+            aims for.
+        num_steps: leapfrog steps per iteration (default:
+            ``trajectory_length / step_size``).
+        trajectory_length: the integration time when ``num_steps`` is None.
+        init_strategy: where chains start (see :mod:`probnn.infer.initialization`).
+        find_heuristic_step_size: double/halve the initial step size until one
+            step's acceptance crosses 1/2.
+        regularize_mass_matrix: shrink the estimated mass matrix towards the
+            identity as Stan does.
+    """
+
+    sample_field = "z"
+
+    def __init__(
+        self,
+        model: Callable | None = None,
+        potential_fn: Callable | None = None,
+        kinetic_fn=None,
+        step_size: float = 1.0,
+        inverse_mass_matrix=None,
+        adapt_step_size: bool = True,
+        adapt_mass_matrix: bool = True,
+        dense_mass=False,
+        target_accept_prob: float = 0.8,
+        num_steps: int | None = None,
+        trajectory_length: float = 2 * math.pi,
+        init_strategy: Callable = init_to_uniform,
+        find_heuristic_step_size: bool = False,
+        forward_mode_differentiation: bool = False,
+        regularize_mass_matrix: bool = True,
+    ):
+        name = type(self).__name__
+        if (model is None) == (potential_fn is None):
+            raise ValueError(f"{name}: pass exactly one of model= or potential_fn=")
+        if kinetic_fn is not None:
+            raise NotImplementedError(
+                f"{name}: kinetic_fn is not supported; the kinetic energy is "
+                "Gaussian with the (adapted) mass matrix"
+            )
+        if not 0 < target_accept_prob < 1:
+            raise ValueError(
+                f"{name}: target_accept_prob must be in (0, 1), got "
+                f"{target_accept_prob!r}"
+            )
+        if step_size <= 0:
+            raise ValueError(f"{name}: step_size must be positive, got {step_size!r}")
+        if num_steps is not None and (not isinstance(num_steps, int) or num_steps < 1):
+            raise ValueError(
+                f"{name}: num_steps must be a positive int, got {num_steps!r}"
+            )
+        self.model = model
+        self.potential_fn = potential_fn
+        self.step_size = step_size
+        self.inverse_mass_matrix = inverse_mass_matrix
+        self.adapt_step_size = adapt_step_size
+        self.adapt_mass_matrix = adapt_mass_matrix
+        self.dense_mass = dense_mass
+        self.target_accept_prob = target_accept_prob
+        self.num_steps = num_steps
+        self.trajectory_length = trajectory_length
+        self.init_strategy = init_strategy
+        self.find_heuristic_step_size = find_heuristic_step_size
+        self.forward_mode_differentiation = forward_mode_differentiation
+        self.regularize_mass_matrix = regularize_mass_matrix
+        self._setup = None
+
+    # -- set-up --------------------------------------------------------------------
+
+    def setup(self, model_args: tuple, model_kwargs: dict, init_params=None):
+        """Prepare for a run: find the latent sites and how to flatten them.
+        Returns the unravel function."""
+        name = type(self).__name__
+        if self.model is None:
+            if init_params is None:
+                raise ValueError(
+                    f"{name}: with potential_fn=, pass init_params= to MCMC.run (a "
+                    "pytree of initial unconstrained values; the potential's argument)"
+                )
+            example = init_params
+            self._latent_names = None
+        else:
+            self._latent_names = _latent_sites(self.model, model_args, model_kwargs)
+            if not self._latent_names:
+                raise ValueError(
+                    f"{name}: the model has no latent sites to sample (every sample "
+                    "site is observed or enumerated)"
+                )
+            example = self._example_point(model_args, model_kwargs)
+        _, unravel = ravel_pytree(example)
+        self._unravel = unravel
+        self._example = example
+        return unravel
+
+    def _example_point(self, model_args, model_kwargs):
+        names = self._latent_names
+
+        def run():
+            with block():
+                model_trace = trace(seed(self.model, rng_seed=0)).get_trace(
+                    *model_args, **model_kwargs
+                )
+            return {
+                n: site_transform(model_trace[n]).inv(model_trace[n]["value"])
+                for n in names
+            }
+
+        shapes = jax.eval_shape(run)
+        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    def _potential(self, model_args, model_kwargs):
+        unravel = self._unravel
+        if self.model is None:
+            fn = self.potential_fn
+
+            def potential(flat):
+                return fn(unravel(flat))
+        else:
+            model = self.model
+
+            def potential(flat):
+                return potential_energy(model, model_args, model_kwargs, unravel(flat))
+
+        if self.forward_mode_differentiation:
+
+            def potential_and_grad(flat):
+                value = potential(flat)
+                grad = jax.jacfwd(potential)(flat)
+                return value, grad
+
+            return potential_and_grad
+        return jax.value_and_grad(potential)
+
+    def initial_point(self, key, model_args, model_kwargs, init_params=None):
+        """``(flat point, potential, gradient, ok)``: ``init_params`` if
+        given, else the init strategy's point, retried with new keys (up to
+        100 times) until potential and gradient are finite."""
+        potential_and_grad = self._potential(model_args, model_kwargs)
+
+        def evaluate(flat):
+            value, grad = potential_and_grad(flat)
+            return flat, value, grad, jnp.isfinite(value) & jnp.all(jnp.isfinite(grad))
+
+        if init_params is not None:
+            return evaluate(ravel_pytree(init_params)[0])
+        names = self._latent_names
+        model, strategy = self.model, self.init_strategy
+
+        def attempt(key):
+            seeded = seed(model, rng_seed=key)
+            with block():
+                model_trace = trace(
+                    substitute(seeded, substitute_fn=strategy)
+                ).get_trace(*model_args, **model_kwargs)
+            point = {
+                n: site_transform(model_trace[n]).inv(model_trace[n]["value"])
+                for n in names
+            }
+            return evaluate(ravel_pytree(point)[0])
+
+        def not_done(carry):
+            _, (_, _, _, ok), count = carry
+            return (count == 0) | (~ok & (count < 100))
+
+        def retry(carry):
+            key, _, count = carry
+            key, sub = jax.random.split(key)
+            return key, attempt(sub), count + 1
+
+        example = jnp.zeros(ravel_pytree(self._example)[0].shape)
+        dtype = example.dtype
+        start = (
+            key,
+            (example, jnp.zeros((), dtype), example, jnp.zeros((), bool)),
+            0,
+        )
+        _, result, _ = jax.lax.while_loop(not_done, retry, start)
+        return result
+
+    def nonfinite_sites(self, flat, model_args, model_kwargs) -> list:
+        """Sites whose log density is not finite at ``flat`` (for errors)."""
+        from probnn.infer.util import site_log_prob
+
+        point = self._unravel(flat)
+        bad = []
+        values = constrain_fn(self.model, model_args, model_kwargs, point)
+        model_trace = trace(
+            substitute(seed(self.model, rng_seed=0), data=values)
+        ).get_trace(*model_args, **model_kwargs)
+        for name, site in model_trace.items():
+            if site["type"] == "sample" and not bool(
+                jnp.all(jnp.isfinite(site_log_prob(site)))
+            ):
+                bad.append(name)
+        return bad
+
+    def postprocess_fn(self, model_args, model_kwargs):
+        """Map a flat unconstrained sample to constrained values by site name
+        (with the model's deterministic sites)."""
+        unravel = self._unravel
+        if self.model is None:
+            return unravel
+        model = self.model
+
+        def constrain(flat):
+            return constrain_fn(
+                model,
+                model_args,
+                model_kwargs,
+                unravel(flat),
+                return_deterministic=True,
+            )
+
+        return constrain
+
+    # -- the chain -----------------------------------------------------------------
+
+    def _mass_structure(self, size):
+        """None (diagonal) or a 0/1 mask of the dense inverse mass matrix."""
+        dense = self.dense_mass
+        if dense is False or dense is None:
+            return None
+        if dense is True:
+            return np.ones((size, size))
+        if self._latent_names is None:
+            raise ValueError(
+                f"{type(self).__name__}: dense_mass as groups of sites needs a model"
+            )
+        example = self._unravel(jnp.zeros(size))
+        offsets, start = {}, 0
+        for name in sorted(example):  # ravel_pytree orders dict keys
+            length = int(np.prod(jnp.shape(example[name]), dtype=int))
+            offsets[name] = (start, start + length)
+            start += length
+        mask = np.eye(size)
+        for group in dense:
+            group = (group,) if isinstance(group, str) else tuple(group)
+            unknown = [n for n in group if n not in offsets]
+            if unknown:
+                raise ValueError(
+                    f"{type(self).__name__}: dense_mass names {unknown}, which are "
+                    f"not latent sites; they are {sorted(offsets)}"
+                )
+            index = np.concatenate([np.arange(*offsets[n]) for n in group])
+            mask[np.ix_(index, index)] = 1
+        return mask
+
+    def init_state(
+        self, key, flat, value, grad, num_warmup, model_args, model_kwargs
+    ) -> HMCState:
+        """The chain's first state at the flat point ``flat`` (with its
+        potential ``value`` and gradient ``grad``)."""
+        potential_and_grad = self._potential(model_args, model_kwargs)
+        size = flat.shape[0]
+        dtype = flat.dtype
+        mask = self._mass_structure(size)
+        if self.inverse_mass_matrix is not None:
+            inverse_mass = jnp.asarray(self.inverse_mass_matrix, dtype)
+        elif mask is None:
+            inverse_mass = jnp.ones(size, dtype)
+        else:
+            inverse_mass = jnp.eye(size, dtype=dtype)
+        scale = hu.momentum_scale_of(inverse_mass)
+        step = jnp.asarray(self.step_size, dtype)
+        key, step_key = jax.random.split(key)
+        if self.find_heuristic_step_size or (self.adapt_step_size and num_warmup > 0):
+            step = hu.find_reasonable_step_size(
+                potential_and_grad,
+                inverse_mass,
+                scale,
+                flat,
+                value,
+                grad,
+                step_key,
+                step,
+            )
+        dense = jnp.ndim(inverse_mass) == 2
+        adapt = hu.AdaptState(
+            step,
+            inverse_mass,
+            scale,
+            hu.dual_averaging_init(step),
+            hu.welford_init(size, dense, dtype),
+        )
+        zero = jnp.zeros((), dtype)
+        self._num_warmup = num_warmup
+        self._mask = None if mask is None else jnp.asarray(mask, dtype)
+        return HMCState(
+            jnp.zeros((), jnp.int32),
+            flat,
+            grad,
+            value,
+            value,
+            jnp.zeros_like(flat),
+            zero,
+            jnp.zeros((), jnp.int32),
+            zero,
+            zero,
+            jnp.zeros((), bool),
+            adapt,
+            key,
+        )
+
+    def sample(self, state: HMCState, model_args, model_kwargs) -> HMCState:
+        """One iteration (with adaptation while ``state.i < num_warmup``)."""
+        potential_and_grad = self._potential(model_args, model_kwargs)
+        key, momentum_key, transition_key = jax.random.split(state.rng_key, 3)
+        adapt = state.adapt_state
+        r = hu.sample_momentum(momentum_key, adapt.momentum_scale, state.z)
+        kinetic = hu.kinetic_energy(adapt.inverse_mass_matrix, r)
+        energy = state.potential_energy + kinetic
+        out = self._transition(
+            potential_and_grad,
+            adapt,
+            transition_key,
+            state.z,
+            r,
+            state.potential_energy,
+            state.z_grad,
+            energy,
+        )
+        z, z_grad, value, new_energy, num_steps, accept_prob, diverging = out
+        adapt = self._adapt(state.i, adapt, accept_prob, z)
+        count = state.i + 1
+        # running mean over the post-warmup iterations
+        n = jnp.maximum(count - self._num_warmup, 1).astype(
+            state.mean_accept_prob.dtype
+        )
+        mean_accept = jnp.where(
+            state.i < self._num_warmup,
+            0.0,
+            state.mean_accept_prob + (accept_prob - state.mean_accept_prob) / n,
+        )
+        return HMCState(
+            count,
+            z,
+            z_grad,
+            value,
+            new_energy,
+            r,
+            num_steps * adapt.step_size,
+            num_steps,
+            accept_prob,
+            mean_accept,
+            diverging,
+            adapt,
+            key,
+        )
+
+    def _adapt(self, i, adapt: hu.AdaptState, accept_prob, z) -> hu.AdaptState:
+        num_warmup = self._num_warmup
+        if num_warmup == 0 or not (self.adapt_step_size or self.adapt_mass_matrix):
+            return adapt
+        collect, window_end = hu.adaptation_schedule(num_warmup)
+        collect, window_end = jnp.asarray(collect), jnp.asarray(window_end)
+        warm = i < num_warmup
+        t = jnp.minimum(i, num_warmup - 1)
+
+        def adapted(adapt):
+            step, inverse_mass, scale, averaging, welford = adapt
+            if self.adapt_step_size:
+                averaging = hu.dual_averaging_update(
+                    averaging, accept_prob, self.target_accept_prob
+                )
+                step = jnp.exp(averaging.log_step_size)
+            if self.adapt_mass_matrix:
+                welford = jax.lax.cond(
+                    collect[t], hu.welford_update, lambda w, _: w, welford, z
+                )
+
+                def end_window(args):
+                    inverse_mass, scale, welford, averaging = args
+                    new = hu.welford_covariance(welford, self.regularize_mass_matrix)
+                    if self._mask is not None:
+                        new = new * self._mask
+                    fresh = hu.welford_init(z.shape[0], new.ndim == 2, z.dtype)
+                    averaging = (
+                        hu.dual_averaging_init(step)
+                        if self.adapt_step_size
+                        else averaging
+                    )
+                    return new, hu.momentum_scale_of(new), fresh, averaging
+
+                inverse_mass, scale, welford, averaging = jax.lax.cond(
+                    window_end[t],
+                    end_window,
+                    lambda args: args,
+                    (inverse_mass, scale, welford, averaging),
+                )
+            if self.adapt_step_size:
+                step = jnp.where(
+                    t == num_warmup - 1, jnp.exp(averaging.log_step_size_avg), step
+                )
+            return hu.AdaptState(step, inverse_mass, scale, averaging, welford)
+
+        return jax.lax.cond(warm, adapted, lambda a: a, adapt)
+
+    def _num_leapfrog(self, step):
+        if self.num_steps is not None:
+            return jnp.asarray(self.num_steps)
+        return jnp.maximum(jnp.ceil(self.trajectory_length / step), 1).astype(jnp.int32)
+
+    def _transition(self, potential_and_grad, adapt, key, z, r, value, grad, energy):
+        inverse_mass, step = adapt.inverse_mass_matrix, adapt.step_size
+        num_steps = self._num_leapfrog(step)
+
+        def body(_, carry):
+            z, r, value, grad = carry
+            return hu.leapfrog(potential_and_grad, inverse_mass, step, z, r, grad)
+
+        z1, r1, value1, grad1 = jax.lax.fori_loop(
+            0, num_steps, body, (z, r, value, grad)
+        )
+        energy1 = value1 + hu.kinetic_energy(inverse_mass, r1)
+        delta = energy1 - energy
+        delta = jnp.where(jnp.isnan(delta), jnp.inf, delta)
+        accept_prob = jnp.clip(jnp.exp(-delta), max=1.0)
+        diverging = delta > MAX_DELTA_ENERGY
+        take = jax.random.uniform(key) < accept_prob
+        pick = lambda new, old: jnp.where(take, new, old)  # noqa: E731
+        return (
+            pick(z1, z),
+            pick(grad1, grad),
+            pick(value1, value),
+            pick(energy1, energy),
+            num_steps,
+            accept_prob,
+            diverging,
+        )
+
+
+class _Tree(NamedTuple):
+    z_left: Any
+    r_left: Any
+    grad_left: Any
+    z_right: Any
+    r_right: Any
+    grad_right: Any
+    z_proposal: Any
+    value_proposal: Any
+    grad_proposal: Any
+    energy_proposal: Any
+    log_weight: Any
+    r_sum: Any
+    turning: Any
+    diverging: Any
+    sum_accept_probs: Any
+    num_proposals: Any
+    depth: Any
+
+
+def _is_turning(inverse_mass, r_left, r_right, r_sum):
+    # Betancourt's generalized criterion with Stan's correction for the
+    # end points' own momenta
+    rho = r_sum - 0.5 * (r_left + r_right)
+    v_left = hu.velocity(inverse_mass, r_left)
+    v_right = hu.velocity(inverse_mass, r_right)
+    return (jnp.dot(v_left, rho) <= 0) | (jnp.dot(v_right, rho) <= 0)
+
+
+class NUTS(HMC):
+    """The No-U-Turn Sampler (Hoffman and Gelman 2014) with multinomial
+    sampling of the trajectory (Betancourt 2017), built iteratively inside
+    ``lax.while_loop``: each tree doubling integrates ``2**depth`` leapfrog
+    steps in a random direction, checking the U-turn criterion on every
+    balanced sub-tree from ``max_tree_depth`` stored momenta.
+
+    Takes :class:`HMC`'s arguments (``num_steps`` and ``trajectory_length``
+    do not apply) and ``max_tree_depth`` (at most ``2**max_tree_depth - 1``
+    leapfrog steps per iteration).
+
+    >>> import jax, probnn, probnn.distributions as dist
+    >>> from probnn.infer import MCMC
+    >>> def model():
+    ...     probnn.sample("x", dist.Normal(1.0, 2.0))
+    >>> mcmc = MCMC(NUTS(model), num_warmup=300, num_samples=1000, progress_bar=False)
+    >>> mcmc.run(jax.random.PRNGKey(0))
+    >>> x = mcmc.get_samples()["x"]
+    >>> bool(abs(x.mean() - 1.0) < 0.3 and abs(x.std() - 2.0) < 0.3)
+    True
+    """
+
+    def __init__(
+        self, model=None, potential_fn=None, *args, max_tree_depth: int = 10, **kwargs
+    ):
+        kwargs.pop("num_steps", None)
+        kwargs.pop("trajectory_length", None)
+        super().__init__(model, potential_fn, *args, **kwargs)
+        if not isinstance(max_tree_depth, int) or max_tree_depth < 1:
+            raise ValueError(
+                f"NUTS: max_tree_depth must be a positive int, got {max_tree_depth!r}"
+            )
+        self.max_tree_depth = max_tree_depth
+
+    def _transition(self, potential_and_grad, adapt, key, z, r, value, grad, energy):
+        inverse_mass, step = adapt.inverse_mass_matrix, adapt.step_size
+        max_depth = self.max_tree_depth
+        dtype = z.dtype
+        size = z.shape[0]
+
+        def leaf(z, r, grad, direction):
+            z, r, value, grad = hu.leapfrog(
+                potential_and_grad, inverse_mass, direction * step, z, r, grad
+            )
+            new_energy = value + hu.kinetic_energy(inverse_mass, r)
+            delta = new_energy - energy
+            delta = jnp.where(jnp.isnan(delta), jnp.inf, delta)
+            accept = jnp.clip(jnp.exp(-delta), max=1.0)
+            return (
+                z,
+                r,
+                value,
+                grad,
+                new_energy,
+                -delta,
+                delta > MAX_DELTA_ENERGY,
+                accept,
+            )
+
+        def build_subtree(tree, direction, key):
+            """``2**tree.depth`` leapfrog steps from the tree's edge."""
+            z0 = jnp.where(direction > 0, tree.z_right, tree.z_left)
+            r0 = jnp.where(direction > 0, tree.r_right, tree.r_left)
+            g0 = jnp.where(direction > 0, tree.grad_right, tree.grad_left)
+            num_leaves = 2**tree.depth
+
+            init = (
+                jnp.zeros((), jnp.int32),  # leaf index
+                z0,
+                r0,
+                g0,  # current edge
+                z0,
+                value,
+                g0,
+                energy,  # proposal
+                jnp.full((), -jnp.inf, dtype),  # log weight
+                jnp.zeros(size, dtype),  # r_sum
+                jnp.zeros((), bool),  # turning
+                jnp.zeros((), bool),  # diverging
+                jnp.zeros((), dtype),  # sum of acceptance probabilities
+                jnp.zeros((max_depth, size), dtype),  # checkpointed momenta
+                jnp.zeros((max_depth, size), dtype),  # checkpointed r_sum
+                key,
+            )
+
+            def keep_going(carry):
+                n, *_, turning, diverging = carry[:12]
+                return (n < num_leaves) & ~turning & ~diverging
+
+            def body(carry):
+                (
+                    n,
+                    z,
+                    r,
+                    g,
+                    zp,
+                    vp,
+                    gp,
+                    ep,
+                    log_w,
+                    r_sum,
+                    _,
+                    _,
+                    accept_sum,
+                    r_ckpts,
+                    r_sum_ckpts,
+                    key,
+                ) = carry
+                z, r, v, g, e, leaf_log_w, diverging, accept = leaf(z, r, g, direction)
+                key, sub = jax.random.split(key)
+                new_log_w = jnp.logaddexp(log_w, leaf_log_w)
+                take = (
+                    jnp.log(jax.random.uniform(sub, dtype=dtype))
+                    < leaf_log_w - new_log_w
+                )
+                zp = jnp.where(take, z, zp)
+                vp = jnp.where(take, v, vp)
+                gp = jnp.where(take, g, gp)
+                ep = jnp.where(take, e, ep)
+                r_sum = r_sum + r
+                # checkpoints: even leaves start balanced sub-trees, odd
+                # leaves end them (as many as n has trailing one bits)
+                idx_max = jax.lax.population_count(n >> 1)
+                trailing = jax.lax.population_count((n ^ (n + 1)) >> 1)
+                idx_min = idx_max - trailing + 1
+                even = n % 2 == 0
+                r_ckpts = jnp.where(even, r_ckpts.at[idx_max].set(r), r_ckpts)
+                r_sum_ckpts = jnp.where(
+                    even, r_sum_ckpts.at[idx_max].set(r_sum), r_sum_ckpts
+                )
+                sums = r_sum[None] - r_sum_ckpts + r_ckpts
+                turns = jax.vmap(lambda a, s: _is_turning(inverse_mass, a, r, s))(
+                    r_ckpts, sums
+                )
+                slots = jnp.arange(max_depth)
+                turning = ~even & jnp.any(
+                    turns & (slots >= idx_min) & (slots <= idx_max)
+                )
+                return (
+                    n + 1,
+                    z,
+                    r,
+                    g,
+                    zp,
+                    vp,
+                    gp,
+                    ep,
+                    new_log_w,
+                    r_sum,
+                    turning,
+                    diverging,
+                    accept_sum + accept,
+                    r_ckpts,
+                    r_sum_ckpts,
+                    key,
+                )
+
+            out = jax.lax.while_loop(keep_going, body, init)
+            (
+                n,
+                z,
+                r,
+                g,
+                zp,
+                vp,
+                gp,
+                ep,
+                log_w,
+                r_sum,
+                turning,
+                diverging,
+                accept_sum,
+                _,
+                _,
+                _,
+            ) = out
+            return (
+                z,
+                r,
+                g,
+                zp,
+                vp,
+                gp,
+                ep,
+                log_w,
+                r_sum,
+                turning,
+                diverging,
+                accept_sum,
+                n,
+            )
+
+        def grow(carry):
+            tree, key = carry
+            key, direction_key, subtree_key, accept_key = jax.random.split(key, 4)
+            direction = jnp.where(
+                jax.random.bernoulli(direction_key), 1.0, -1.0
+            ).astype(dtype)
+            (
+                z,
+                r,
+                g,
+                zp,
+                vp,
+                gp,
+                ep,
+                log_w,
+                r_sum,
+                turning,
+                diverging,
+                accept_sum,
+                n,
+            ) = build_subtree(tree, direction, subtree_key)
+            right = direction > 0
+            usable = ~turning & ~diverging
+            take = usable & (
+                jnp.log(jax.random.uniform(accept_key, dtype=dtype))
+                < log_w - tree.log_weight
+            )
+            r_left = jnp.where(right, tree.r_left, r)
+            r_right = jnp.where(right, r, tree.r_right)
+            merged_r_sum = tree.r_sum + r_sum
+            turning = turning | _is_turning(inverse_mass, r_left, r_right, merged_r_sum)
+            tree = _Tree(
+                jnp.where(right, tree.z_left, z),
+                r_left,
+                jnp.where(right, tree.grad_left, g),
+                jnp.where(right, z, tree.z_right),
+                r_right,
+                jnp.where(right, g, tree.grad_right),
+                jnp.where(take, zp, tree.z_proposal),
+                jnp.where(take, vp, tree.value_proposal),
+                jnp.where(take, gp, tree.grad_proposal),
+                jnp.where(take, ep, tree.energy_proposal),
+                jnp.logaddexp(tree.log_weight, log_w),
+                merged_r_sum,
+                turning,
+                diverging,
+                tree.sum_accept_probs + accept_sum,
+                tree.num_proposals + n,
+                tree.depth + 1,
+            )
+            return tree, key
+
+        def keep_growing(carry):
+            tree, _ = carry
+            return (tree.depth < max_depth) & ~tree.turning & ~tree.diverging
+
+        zero = jnp.zeros((), dtype)
+        tree = _Tree(
+            z,
+            r,
+            grad,
+            z,
+            r,
+            grad,
+            z,
+            value,
+            grad,
+            energy,
+            zero,
+            r,
+            jnp.zeros((), bool),
+            jnp.zeros((), bool),
+            zero,
+            jnp.zeros((), jnp.int32),
+            jnp.zeros((), jnp.int32),
+        )
+        tree, _ = jax.lax.while_loop(keep_growing, grow, (tree, key))
+        accept_prob = tree.sum_accept_probs / jnp.maximum(tree.num_proposals, 1)
+        return (
+            tree.z_proposal,
+            tree.grad_proposal,
+            tree.value_proposal,
+            tree.energy_proposal,
+            tree.num_proposals,
+            accept_prob,
+            tree.diverging,
+        )

@@ -1,0 +1,224 @@
+"""Building blocks of Hamiltonian Monte Carlo on flat parameter vectors:
+the leapfrog integrator, kinetic energy under a diagonal or (block-)dense
+mass matrix, dual-averaging step-size adaptation (Hoffman and Gelman 2014)
+and Stan's windowed mass-matrix adaptation."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "AdaptState",
+    "DualAveragingState",
+    "WelfordState",
+    "adaptation_schedule",
+    "dual_averaging_init",
+    "dual_averaging_update",
+    "find_reasonable_step_size",
+    "kinetic_energy",
+    "leapfrog",
+    "sample_momentum",
+    "velocity",
+    "welford_covariance",
+    "welford_init",
+    "welford_update",
+]
+
+
+# -- mass matrix -------------------------------------------------------------------
+#
+# The inverse mass matrix is a vector (diagonal) or a matrix (dense, possibly
+# with zeros outside blocks of sites). `momentum_scale` maps standard normal
+# draws to momenta: 1 / sqrt(diag) or the transposed inverse Cholesky factor.
+
+
+def momentum_scale_of(inverse_mass_matrix):
+    if jnp.ndim(inverse_mass_matrix) == 1:
+        return jax.lax.rsqrt(inverse_mass_matrix)
+    cholesky = jnp.linalg.cholesky(inverse_mass_matrix)
+    identity = jnp.eye(inverse_mass_matrix.shape[-1], dtype=inverse_mass_matrix.dtype)
+    return jax.scipy.linalg.solve_triangular(cholesky, identity, lower=True).T
+
+
+def velocity(inverse_mass_matrix, momentum):
+    if jnp.ndim(inverse_mass_matrix) == 1:
+        return inverse_mass_matrix * momentum
+    return inverse_mass_matrix @ momentum
+
+
+def kinetic_energy(inverse_mass_matrix, momentum):
+    return 0.5 * jnp.dot(momentum, velocity(inverse_mass_matrix, momentum))
+
+
+def sample_momentum(key, momentum_scale, z):
+    noise = jax.random.normal(key, jnp.shape(z), jnp.result_type(z))
+    if jnp.ndim(momentum_scale) == 1:
+        return momentum_scale * noise
+    return momentum_scale @ noise
+
+
+def leapfrog(potential_and_grad, inverse_mass_matrix, step_size, z, r, grad):
+    """One velocity-Verlet step; returns ``(z, r, potential, grad)``."""
+    r = r - 0.5 * step_size * grad
+    z = z + step_size * velocity(inverse_mass_matrix, r)
+    potential, grad = potential_and_grad(z)
+    r = r - 0.5 * step_size * grad
+    return z, r, potential, grad
+
+
+# -- step size -----------------------------------------------------------------------
+
+
+class DualAveragingState(NamedTuple):
+    log_step_size: Any
+    log_step_size_avg: Any
+    gradient_avg: Any
+    count: Any
+    prox_center: Any
+
+
+def dual_averaging_init(step_size) -> DualAveragingState:
+    zero = jnp.zeros((), jnp.result_type(float))
+    log_step = jnp.log(jnp.asarray(step_size, zero.dtype))
+    return DualAveragingState(log_step, zero, zero, zero, jnp.log(10.0) + log_step)
+
+
+def dual_averaging_update(
+    state: DualAveragingState,
+    accept_prob,
+    target_accept_prob,
+    gamma=0.05,
+    t0=10.0,
+    kappa=0.75,
+) -> DualAveragingState:
+    """Nesterov dual averaging of ``log step size`` towards the target
+    acceptance (Hoffman and Gelman 2014, section 3.2)."""
+    count = state.count + 1
+    weight = 1.0 / (count + t0)
+    gradient_avg = (1 - weight) * state.gradient_avg + weight * (
+        target_accept_prob - accept_prob
+    )
+    log_step = state.prox_center - jnp.sqrt(count) / gamma * gradient_avg
+    avg_weight = count ** (-kappa)
+    log_avg = avg_weight * log_step + (1 - avg_weight) * state.log_step_size_avg
+    return DualAveragingState(log_step, log_avg, gradient_avg, count, state.prox_center)
+
+
+def find_reasonable_step_size(
+    potential_and_grad,
+    inverse_mass_matrix,
+    momentum_scale,
+    z,
+    potential,
+    grad,
+    key,
+    step,
+):
+    """Double or halve ``step`` until one leapfrog step's acceptance
+    probability crosses 1/2 (Hoffman and Gelman 2014, algorithm 4)."""
+    r = sample_momentum(key, momentum_scale, z)
+    energy = potential + kinetic_energy(inverse_mass_matrix, r)
+
+    def log_accept(step):
+        z1, r1, potential1, _ = leapfrog(
+            potential_and_grad, inverse_mass_matrix, step, z, r, grad
+        )
+        delta = energy - potential1 - kinetic_energy(inverse_mass_matrix, r1)
+        return jnp.where(jnp.isnan(delta), -jnp.inf, delta)
+
+    # the first pass measures the initial step and picks the direction; one
+    # traced copy of the leapfrog step serves every pass
+    def keep_going(carry):
+        _, log_a, direction, count = carry
+        crossing = direction * log_a > -direction * jnp.log(2.0)
+        return (count == 0) | (crossing & (count < 100))
+
+    def body(carry):
+        step, _, direction, count = carry
+        step = jnp.where(count == 0, step, step * 2.0**direction)
+        log_a = log_accept(step)
+        direction = jnp.where(
+            count == 0, jnp.where(log_a > jnp.log(0.5), 1.0, -1.0), direction
+        )
+        return step, log_a, direction, count + 1
+
+    start = (step, jnp.zeros_like(step), jnp.ones_like(step), 0)
+    step, _, _, _ = jax.lax.while_loop(keep_going, body, start)
+    return step
+
+
+# -- mass matrix adaptation ------------------------------------------------------------
+
+
+class WelfordState(NamedTuple):
+    mean: Any
+    m2: Any  # sums of squared deviations: a vector (diagonal) or a matrix
+    count: Any
+
+
+def welford_init(size: int, dense: bool, dtype) -> WelfordState:
+    shape = (size, size) if dense else (size,)
+    return WelfordState(
+        jnp.zeros(size, dtype), jnp.zeros(shape, dtype), jnp.zeros((), dtype)
+    )
+
+
+def welford_update(state: WelfordState, x) -> WelfordState:
+    count = state.count + 1
+    delta = x - state.mean
+    mean = state.mean + delta / count
+    if state.m2.ndim == 1:
+        m2 = state.m2 + delta * (x - mean)
+    else:
+        m2 = state.m2 + jnp.outer(delta, x - mean)
+    return WelfordState(mean, m2, count)
+
+
+def welford_covariance(state: WelfordState, regularize: bool = True):
+    """Sample (co)variance, shrunk towards ``1e-3`` as Stan does."""
+    count = state.count
+    covariance = state.m2 / jnp.maximum(count - 1, 1)
+    if not regularize:
+        return covariance
+    shrunk = (count / (count + 5.0)) * covariance
+    if covariance.ndim == 1:
+        return shrunk + 1e-3 * (5.0 / (count + 5.0))
+    identity = jnp.eye(covariance.shape[0], dtype=covariance.dtype)
+    return shrunk + 1e-3 * (5.0 / (count + 5.0)) * identity
+
+
+class AdaptState(NamedTuple):
+    step_size: Any
+    inverse_mass_matrix: Any
+    momentum_scale: Any
+    dual_averaging: DualAveragingState
+    welford: WelfordState
+
+
+def adaptation_schedule(num_warmup: int):
+    """Per warmup iteration: whether it feeds the mass-matrix estimate (a
+    slow window) and whether a slow window ends there (Stan's schedule: a
+    75-iteration fast window, slow windows of 25, 50, 100, ... iterations,
+    a final 50-iteration fast window; scaled down for short warmups)."""
+    collect = np.zeros(max(num_warmup, 1), bool)
+    window_end = np.zeros(max(num_warmup, 1), bool)
+    if num_warmup < 20:
+        return collect, window_end
+    init, term, base = 75, 50, 25
+    if init + term + base > num_warmup:
+        init, term = int(0.15 * num_warmup), int(0.1 * num_warmup)
+        base = num_warmup - init - term
+    start, size = init, base
+    end_slow = num_warmup - term
+    while start < end_slow:
+        end = start + size
+        if end + 2 * size > end_slow:
+            end = end_slow
+        collect[start:end] = True
+        window_end[end - 1] = True
+        start, size = end, 2 * size
+    return collect, window_end

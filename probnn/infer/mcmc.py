@@ -1,0 +1,442 @@
+"""The MCMC driver: warmup and sampling of one or more chains, each chain's
+whole run one jitted loop, with a tqdm progress bar fed from inside the loop
+in chunks."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from probnn.infer.hmc import HMCState
+
+__all__ = ["MCMC"]
+
+_CHAIN_METHODS = ("parallel", "sequential", "vectorized")
+_STATE_FIELDS = set(HMCState._fields)
+
+
+class _Progress:
+    """A tqdm bar updated by host callbacks from inside the jitted loop."""
+
+    def __init__(self, total, description, enabled):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=description, leave=True)
+
+    def update(self, count, phase):
+        if self.bar is not None:
+            self.bar.set_description(phase, refresh=False)
+            self.bar.update(int(np.sum(count)))
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _update_progress(holder, count, phase):
+    # the compiled loop keeps this function; the bar of the current run
+    # lives in the holder
+    if holder[0] is not None:
+        holder[0].update(count, phase)
+
+
+def _field(state: HMCState, name: str):
+    if name.startswith("adapt_state."):
+        return getattr(state.adapt_state, name.split(".", 1)[1])
+    return getattr(state, name)
+
+
+class MCMC:
+    """Run a kernel (:class:`probnn.infer.NUTS` or :class:`probnn.infer.HMC`)
+    for ``num_warmup`` adaptation iterations and ``num_samples`` draws on
+    ``num_chains`` chains.
+
+    Args:
+        kernel: the kernel.
+        num_warmup: adaptation iterations (not kept unless
+            ``warmup(collect_warmup=True)``).
+        num_samples: kept draws per chain (after thinning).
+        num_chains: number of chains; chain ``c`` uses
+            ``jax.random.split(rng_key, num_chains)[c]`` whatever the
+            chain method, so results agree across methods.
+        thinning: keep every ``thinning``-th draw.
+        postprocess_fn: maps a dict of unconstrained values to what is kept
+            (default: the constrained values and the deterministic sites).
+        chain_method: ``"parallel"`` (chains spread over the devices with
+            ``shard_map``, several per device if needed), ``"vectorized"``
+            (``vmap`` on one device) or ``"sequential"`` (one after
+            another, compiled once). With more chains than devices,
+            ``"parallel"`` warns and places several chains on each device.
+        progress_bar: show a tqdm bar, updated from inside the compiled loop
+            about twenty times per phase.
+        jit_model_args: accepted for NumPyro compatibility; model arguments
+            are always traced, so new values of the same shapes never
+            recompile.
+
+    Attributes:
+        last_state: the chains' states after the last run.
+        post_warmup_state: if set (e.g. to ``last_state``), the next ``run``
+            starts from it and skips warmup.
+    """
+
+    def __init__(
+        self,
+        kernel,
+        *,
+        num_warmup: int,
+        num_samples: int,
+        num_chains: int = 1,
+        thinning: int = 1,
+        postprocess_fn: Callable | None = None,
+        chain_method: str = "parallel",
+        progress_bar: bool = True,
+        jit_model_args: bool = False,
+    ):
+        for name, value, low in (
+            ("num_warmup", num_warmup, 0),
+            ("num_samples", num_samples, 1),
+            ("num_chains", num_chains, 1),
+            ("thinning", thinning, 1),
+        ):
+            if not isinstance(value, int | np.integer) or value < low:
+                raise ValueError(f"MCMC: {name} must be an int >= {low}, got {value!r}")
+        if chain_method not in _CHAIN_METHODS:
+            raise ValueError(
+                f"MCMC: chain_method must be one of {_CHAIN_METHODS}, got "
+                f"{chain_method!r}"
+            )
+        self.sampler = kernel
+        self.num_warmup = int(num_warmup)
+        self.num_samples = int(num_samples)
+        self.num_chains = int(num_chains)
+        self.thinning = int(thinning)
+        self.postprocess_fn = postprocess_fn
+        self.chain_method = chain_method
+        self.progress_bar = progress_bar
+        self.jit_model_args = jit_model_args
+        self.last_state = None
+        self.post_warmup_state = None
+        self._states = None
+        self._samples = None
+        self._extra = None
+        self._warmup_state = None
+        self._args = ((), {})
+        self._cache: dict = {}
+        self._holder: list = [None]
+
+    # -- running -----------------------------------------------------------------------
+
+    def warmup(
+        self,
+        rng_key,
+        *args,
+        extra_fields=(),
+        collect_warmup: bool = False,
+        init_params=None,
+        **kwargs,
+    ) -> None:
+        """Run the warmup (adaptation) only; the next :meth:`run` starts
+        from where it ended. With ``collect_warmup`` the warmup draws are
+        kept as the samples."""
+        self._run(
+            rng_key,
+            args,
+            kwargs,
+            extra_fields,
+            init_params,
+            warmup_only=True,
+            collect=collect_warmup,
+        )
+
+    def run(self, rng_key, *args, extra_fields=(), init_params=None, **kwargs) -> None:
+        """Warm up (unless a warmup already ran or ``post_warmup_state`` is
+        set) and draw ``num_samples`` per chain.
+
+        Args:
+            rng_key: a JAX random key.
+            *args: positional arguments of the model.
+            extra_fields: names of state fields to keep per draw (e.g.
+                ``"diverging"``, ``"num_steps"``, ``"accept_prob"``,
+                ``"potential_energy"``, ``"adapt_state.step_size"``).
+            init_params: initial values (unconstrained) by site name, with a
+                leading chain dim when ``num_chains > 1``; required with
+                ``potential_fn``.
+            **kwargs: keyword arguments of the model.
+        """
+        self._run(rng_key, args, kwargs, extra_fields, init_params)
+
+    def _run(
+        self,
+        rng_key,
+        args,
+        kwargs,
+        extra_fields,
+        init_params,
+        warmup_only=False,
+        collect=True,
+    ):
+        kernel = self.sampler
+        for name in extra_fields:
+            if name.split(".", 1)[0] not in _STATE_FIELDS:
+                raise ValueError(
+                    f"MCMC: extra field {name!r} is not a state field; choose from "
+                    f"{sorted(_STATE_FIELDS)}"
+                )
+        self._args = (args, kwargs)
+        start_state = self.post_warmup_state or self._warmup_state
+        one_init = None
+        if init_params is not None and self.num_chains > 1:
+            one_init = jax.tree.map(lambda x: x[0], init_params)
+        unravel = kernel.setup(
+            args, kwargs, one_init if one_init is not None else init_params
+        )
+        self._unravel = unravel
+
+        keys = jax.random.split(rng_key, self.num_chains)
+        if start_state is None:
+            states = self._initial_states(keys, args, kwargs, init_params)
+            # adaptation runs while state.i < num_warmup, whichever phase
+            # the iterations count towards
+            adapting = self.num_warmup
+        else:
+            states = start_state._replace(rng_key=keys)
+            adapting = 0
+        if warmup_only:
+            phase_warmup, num_draws_kept = (0, adapting) if collect else (adapting, 0)
+        else:
+            phase_warmup, num_draws_kept = adapting, self.num_samples * self.thinning
+
+        progress = _Progress(
+            (phase_warmup + num_draws_kept) * self.num_chains,
+            "warmup" if phase_warmup else "sample",
+            self.progress_bar,
+        )
+        self._holder[0] = progress
+        fields = tuple(extra_fields)
+        runner = self._cached(
+            ("chains", phase_warmup, num_draws_kept, fields, bool(self.progress_bar)),
+            lambda: self._map_chains(
+                self._chain_runner(kernel, phase_warmup, num_draws_kept, fields)
+            ),
+        )
+        try:
+            states, draws, extras = runner(states, args, kwargs)
+        finally:
+            progress.close()
+            self._holder[0] = None
+        if warmup_only:
+            self._warmup_state = states
+        else:
+            self._warmup_state = None
+        self.last_state = states
+        self._states = states
+        if num_draws_kept:
+            thin = slice(None, None, self.thinning) if not warmup_only else slice(None)
+            draws = draws[:, thin]
+            extras = {k: v[:, thin] for k, v in extras.items()}
+            post = self.postprocess_fn
+
+            def constrain(flat, args, kwargs):
+                if post is None:
+                    return kernel.postprocess_fn(args, kwargs)(flat)
+                return post(unravel(flat))
+
+            postprocess = self._cached(
+                ("postprocess",),
+                lambda: jax.jit(
+                    jax.vmap(jax.vmap(constrain, (0, None, None)), (0, None, None))
+                ),
+            )
+            self._samples = postprocess(draws, args, kwargs)
+            self._extra = extras
+        elif not warmup_only:
+            self._samples, self._extra = {}, {}
+
+    def _initial_states(self, keys, args, kwargs, init_params):
+        kernel = self.sampler
+
+        num_warmup = self.num_warmup
+
+        def init_one(key, params, args, kwargs):
+            key, point_key = jax.random.split(key)
+            flat, value, grad, ok = kernel.initial_point(
+                point_key, args, kwargs, params
+            )
+            state = kernel.init_state(key, flat, value, grad, num_warmup, args, kwargs)
+            return state, ok, flat
+
+        if init_params is not None and self.num_chains == 1:
+            init_params = jax.tree.map(lambda x: jnp.asarray(x)[None], init_params)
+        init = self._cached(
+            ("init", num_warmup),
+            lambda: jax.jit(jax.vmap(init_one, in_axes=(0, 0, None, None))),
+        )
+        states, ok, flats = init(keys, init_params, args, kwargs)
+        ok = np.asarray(ok)
+        if not ok.all():
+            chain = int(np.argmin(ok))
+            where = ""
+            if kernel.model is not None:
+                bad = kernel.nonfinite_sites(flats[chain], args, kwargs)
+                where = f"; sites with a non-finite log density: {bad}" if bad else ""
+            raise RuntimeError(
+                f"MCMC: chain {chain} found no initial point with a finite potential "
+                f"energy and gradient after 100 attempts{where}. Check the model, its "
+                "data, or give init_params"
+            )
+        return states
+
+    def _cached(self, key, build):
+        """Compiled functions are kept across runs (model arguments are
+        traced, so new values of the same shapes reuse them)."""
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    def _chain_runner(self, kernel, num_warmup, num_draws, extra_fields):
+        """A function ``(state, args, kwargs) -> (state, draws, extras)`` for
+        one chain: warmup then draws, each a ``lax.scan``."""
+        chunk_warm = max(1, num_warmup // 20)
+        chunk_draw = max(1, num_draws // 20)
+        fields = tuple(extra_fields)
+        holder = self._holder
+
+        def report(i, total, chunk, phase):
+            """Advance the bar at the end of each chunk of ``total``
+            iterations (``i`` counts from the phase's start)."""
+            if not self.progress_bar or total == 0:
+                return
+            inside = (i >= 0) & (i < total)
+            last = i + 1 == total
+            amount = jnp.where(last & (total % chunk != 0), total % chunk, chunk)
+            jax.lax.cond(
+                inside & (((i + 1) % chunk == 0) | last),
+                lambda: jax.debug.callback(
+                    functools.partial(_update_progress, holder, phase=phase),
+                    amount,
+                    ordered=False,
+                ),
+                lambda: None,
+            )
+
+        def run(state, args, kwargs):
+            # one loop over warmup and draws: a single traced copy of the
+            # kernel; the warmup iterations' outputs are dropped
+            total = num_warmup + num_draws
+
+            def step(state, i):
+                state = kernel.sample(state, args, kwargs)
+                report(i, num_warmup, chunk_warm, "warmup")
+                report(i - num_warmup, num_draws, chunk_draw, "sample")
+                return state, (state.z, {f: _field(state, f) for f in fields})
+
+            state, (draws, extras) = jax.lax.scan(step, state, jnp.arange(total))
+            cut = lambda x: x[num_warmup:]  # noqa: E731
+            return state, cut(draws), jax.tree.map(cut, extras)
+
+        return run
+
+    def _map_chains(self, run_chain):
+        """A compiled ``(states, args, kwargs) -> (states, draws, extras)``
+        running every chain by the chain method."""
+        method = self.chain_method
+        num_chains = self.num_chains
+        if method == "parallel":
+            devices = jax.local_devices()
+            if num_chains > len(devices):
+                warnings.warn(
+                    f"MCMC: {num_chains} chains but {len(devices)} device(s); "
+                    "chain_method='parallel' places several chains on each device "
+                    "(vectorized there)",
+                    UserWarning,
+                    stacklevel=4,
+                )
+            used = max(
+                d
+                for d in range(1, min(num_chains, len(devices)) + 1)
+                if num_chains % d == 0
+            )
+            if used > 1:
+                return self._sharded(run_chain, devices[:used])
+            method = "vectorized"
+        if method == "vectorized":
+            return jax.jit(jax.vmap(run_chain, in_axes=(0, None, None)))
+        compiled = jax.jit(run_chain)
+
+        def sequential(states, args, kwargs):
+            outs = []
+            for c in range(num_chains):
+                state = jax.tree.map(lambda x, c=c: x[c], states)
+                outs.append(compiled(state, args, kwargs))
+            return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+
+        return sequential
+
+    def _sharded(self, run_chain, devices):
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        mesh = Mesh(np.array(devices), ("chains",))
+        spec = PartitionSpec("chains")
+
+        def local(states, args, kwargs):
+            return jax.vmap(run_chain, in_axes=(0, None, None))(states, args, kwargs)
+
+        mapped = jax.jit(
+            jax.shard_map(
+                local,
+                mesh=mesh,
+                in_specs=(spec, PartitionSpec(), PartitionSpec()),
+                out_specs=spec,
+                check_vma=False,
+            )
+        )
+
+        def sharded(states, args, kwargs):
+            states = jax.device_put(states, NamedSharding(mesh, spec))
+            return mapped(states, args, kwargs)
+
+        return sharded
+
+    # -- results --------------------------------------------------------------
+
+    def get_samples(self, group_by_chain: bool = False) -> dict:
+        """Draws by site name: ``(num_chains, num_samples, ...)`` with
+        ``group_by_chain``, else chains concatenated."""
+        if self._samples is None:
+            raise RuntimeError("MCMC: call run() first")
+        if group_by_chain:
+            return self._samples
+        return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), self._samples)
+
+    def get_extra_fields(self, group_by_chain: bool = False) -> dict:
+        """The ``extra_fields`` of the last run, shaped like the samples."""
+        if self._extra is None:
+            raise RuntimeError("MCMC: call run() first")
+        if group_by_chain:
+            return self._extra
+        return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), self._extra)
+
+    def print_summary(
+        self, prob: float = 0.9, exclude_deterministic: bool = True
+    ) -> None:
+        """Print mean, std, median, HPDI, n_eff and r_hat of every site, and
+        the number of divergences when ``"diverging"`` was collected."""
+        samples = self.get_samples(group_by_chain=True)
+        if exclude_deterministic and self.sampler.model is not None:
+            latent = set(getattr(self.sampler, "_latent_names", None) or samples)
+            samples = {k: v for k, v in samples.items() if k in latent}
+        divergences = None
+        if self._extra and "diverging" in self._extra:
+            divergences = int(jnp.sum(self._extra["diverging"]))
+        from probnn import diagnostics
+
+        diagnostics.print_summary(
+            samples, prob=prob, group_by_chain=True, num_divergences=divergences
+        )
