@@ -32,9 +32,9 @@ MAX_DELTA_ENERGY = 1000.0
 class HMCState(NamedTuple):
     """The state of an HMC or NUTS chain (NumPyro's fields).
 
-    ``z`` and ``z_grad`` hold unconstrained values by site name (or the
-    pytree given to ``potential_fn``); ``adapt_state`` the step size and
-    inverse mass matrix.
+    ``z`` and ``z_grad`` are flat vectors of the unconstrained latent
+    values (``MCMC`` maps draws back to sites); ``adapt_state`` holds the
+    step size and the inverse mass matrix.
     """
 
     i: Any

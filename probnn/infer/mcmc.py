@@ -65,7 +65,13 @@ class MCMC:
         num_samples: kept draws per chain (after thinning).
         num_chains: number of chains; chain ``c`` uses
             ``jax.random.split(rng_key, num_chains)[c]`` whatever the
-            chain method, so results agree across methods.
+            chain method. A chain's draws are the same bit for bit across
+            runs, and across ``"sequential"`` and ``"parallel"`` with one
+            chain per device; ``"vectorized"`` (and several chains per
+            device) evaluates the same arithmetic on batches, whose
+            vectorized transcendental functions round differently in the
+            last bit, and long chains amplify that into different (equally
+            valid) draws.
         thinning: keep every ``thinning``-th draw.
         postprocess_fn: maps a dict of unconstrained values to what is kept
             (default: the constrained values and the deterministic sites).
@@ -385,7 +391,14 @@ class MCMC:
         mesh = Mesh(np.array(devices), ("chains",))
         spec = PartitionSpec("chains")
 
+        per_device = self.num_chains // len(devices)
+
         def local(states, args, kwargs):
+            if per_device == 1:
+                # the same (unbatched) computation as chain_method="sequential"
+                state = jax.tree.map(lambda x: x[0], states)
+                out = run_chain(state, args, kwargs)
+                return jax.tree.map(lambda x: x[None], out)
             return jax.vmap(run_chain, in_axes=(0, None, None))(states, args, kwargs)
 
         mapped = jax.jit(
