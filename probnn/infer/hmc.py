@@ -380,7 +380,8 @@ class HMC:
         )
         zero = jnp.zeros((), dtype)
         self._num_warmup = num_warmup
-        self._mask = None if mask is None else jnp.asarray(mask, dtype)
+        # kept as numpy: a jax array made while tracing would be a tracer
+        self._mask = None if mask is None else np.asarray(mask, dtype)
         return HMCState(
             jnp.zeros((), jnp.int32),
             flat,

@@ -62,7 +62,8 @@ class MCMC:
         kernel: the kernel.
         num_warmup: adaptation iterations (not kept unless
             ``warmup(collect_warmup=True)``).
-        num_samples: kept draws per chain (after thinning).
+        num_samples: draws per chain after warmup (``num_samples //
+            thinning`` of them are kept).
         num_chains: number of chains; chain ``c`` uses
             ``jax.random.split(rng_key, num_chains)[c]`` whatever the
             chain method. A chain's draws are the same bit for bit across
@@ -72,7 +73,7 @@ class MCMC:
             vectorized transcendental functions round differently in the
             last bit, and long chains amplify that into different (equally
             valid) draws.
-        thinning: keep every ``thinning``-th draw.
+        thinning: keep every ``thinning``-th draw (the last of each block).
         postprocess_fn: maps a dict of unconstrained values to what is kept
             (default: the constrained values and the deterministic sites).
         chain_method: ``"parallel"`` (chains spread over the devices with
@@ -205,7 +206,7 @@ class MCMC:
         )
         self._unravel = unravel
 
-        keys = jax.random.split(rng_key, self.num_chains)
+        keys = self._chain_keys(rng_key)
         if start_state is None:
             states = self._initial_states(keys, args, kwargs, init_params)
             # adaptation runs while state.i < num_warmup, whichever phase
@@ -217,7 +218,7 @@ class MCMC:
         if warmup_only:
             phase_warmup, num_draws_kept = (0, adapting) if collect else (adapting, 0)
         else:
-            phase_warmup, num_draws_kept = adapting, self.num_samples * self.thinning
+            phase_warmup, num_draws_kept = adapting, self.num_samples
 
         progress = _Progress(
             (phase_warmup + num_draws_kept) * self.num_chains,
@@ -225,7 +226,8 @@ class MCMC:
             self.progress_bar,
         )
         self._holder[0] = progress
-        fields = tuple(extra_fields)
+        # divergences are always counted (print_summary reports them)
+        fields = tuple(dict.fromkeys(("diverging", *extra_fields)))
         runner = self._cached(
             ("chains", phase_warmup, num_draws_kept, fields, bool(self.progress_bar)),
             lambda: self._map_chains(
@@ -244,7 +246,9 @@ class MCMC:
         self.last_state = states
         self._states = states
         if num_draws_kept:
-            thin = slice(None, None, self.thinning) if not warmup_only else slice(None)
+            # keep the last draw of every block of `thinning`
+            step = 1 if warmup_only else self.thinning
+            thin = slice(step - 1, None, step)
             draws = draws[:, thin]
             extras = {k: v[:, thin] for k, v in extras.items()}
             post = self.postprocess_fn
@@ -264,6 +268,21 @@ class MCMC:
             self._extra = extras
         elif not warmup_only:
             self._samples, self._extra = {}, {}
+
+    def _chain_keys(self, rng_key):
+        """One key per chain: split from ``rng_key``, or ``rng_key`` itself
+        when it already holds one key per chain (e.g. ``last_state.rng_key``)."""
+        rng_key = jnp.asarray(rng_key)
+        typed = jax.dtypes.issubdtype(rng_key.dtype, jax.dtypes.prng_key)
+        batch_ndim = rng_key.ndim if typed else rng_key.ndim - 1
+        if batch_ndim == 0:
+            return jax.random.split(rng_key, self.num_chains)
+        if rng_key.shape[0] != self.num_chains or batch_ndim != 1:
+            raise ValueError(
+                f"MCMC: rng_key of shape {rng_key.shape} is neither one key nor one "
+                f"key per chain ({self.num_chains} chains)"
+            )
+        return rng_key
 
     def _initial_states(self, keys, args, kwargs, init_params):
         kernel = self.sampler

@@ -84,7 +84,10 @@ def constrain_fn(
             return value
         return site_transform(site)(value)
 
-    model_trace = trace(substitute(model, substitute_fn=constrain_site)).get_trace(
+    # a fixed seed for sites left without a value (e.g. discrete sites that
+    # inference sums out): they do not enter the returned values
+    seeded = seed(model, rng_seed=0)
+    model_trace = trace(substitute(seeded, substitute_fn=constrain_site)).get_trace(
         *model_args, **model_kwargs
     )
     out = {name: model_trace[name]["value"] for name in params}
