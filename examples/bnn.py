@@ -3,10 +3,11 @@
 ``probnn.random_module`` turns every weight and bias of a Linen MLP into a
 sample site with a ``Normal(0, 1)`` prior, so the network is a random
 function. The observation noise is a latent too. An ``AutoNormal`` guide (a
-mean-field Gaussian over every weight) is fitted with SVI, and
-``probnn.infer.Predictive`` draws networks from it to give the predictive
-mean and a 90% band. The data have a gap in the middle, where the band
-should widen.
+mean-field Gaussian over every weight) is fitted with SVI, or (``--inference
+nuts``) NUTS samples the weights' posterior itself, and
+``probnn.infer.Predictive`` draws networks from the guide or the posterior
+samples to give the predictive mean and a 90% band. The data have a gap in
+the middle, where the band should widen.
 
 The network is small on purpose (two hidden layers of 8 units): under a
 mean-field guide every weight pays for its distance from the prior, and a
@@ -14,6 +15,7 @@ wide network fitted to 200 points buys a smaller KL term with a smoother
 function that misses the data (the fitted noise scale grows instead).
 
     python examples/bnn.py --steps 5000 --out bnn_out
+    python examples/bnn.py --inference nuts --num-warmup 500 --num-samples 400
 
 Writes ``bnn.png`` (data, true function, predictive mean and band) into
 ``--out``; prints the RMSE of the predictive mean against the noise-free
@@ -33,7 +35,7 @@ import optax
 
 import probnn
 import probnn.distributions as dist
-from probnn.infer import SVI, Predictive, Trace_ELBO
+from probnn.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO
 from probnn.infer.autoguide import AutoNormal
 
 matplotlib.use("Agg")
@@ -103,6 +105,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--learning-rate", type=float, default=1e-2)
     parser.add_argument("--num-samples", type=int, default=400)
+    parser.add_argument("--inference", choices=("svi", "nuts"), default="svi")
+    parser.add_argument("--num-warmup", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("bnn_out"))
     parser.add_argument("--progress-bar", action="store_true")
@@ -115,19 +119,37 @@ def main(argv=None):
     x, y = make_data(key_data)
     x_test, y_test = make_data(key_test, n=400)
 
-    # A small initial scale keeps the first draws of the weights near the
-    # guide's means, so early steps are not swamped by noise.
-    guide = AutoNormal(model, init_scale=0.01)
-    optimizer = optax.adam(optax.cosine_decay_schedule(args.learning_rate, args.steps))
-    svi = SVI(model, guide, optimizer, Trace_ELBO())
     start = time.perf_counter()
-    result = svi.run(key_svi, args.steps, x, y, progress_bar=args.progress_bar)
-    jax.block_until_ready(result.losses)
+    if args.inference == "nuts":
+        mcmc = MCMC(
+            NUTS(model, target_accept_prob=0.9),
+            num_warmup=args.num_warmup,
+            num_samples=args.num_samples,
+            progress_bar=args.progress_bar,
+        )
+        mcmc.run(key_svi, x, y)
+        samples = {k: v for k, v in mcmc.get_samples().items() if k != "mean"}
+        jax.block_until_ready(samples)
+        predictive = Predictive(model, samples)
+        noise = float(np.median(np.asarray(samples["noise"])))
+        divergences = int(mcmc.get_extra_fields()["diverging"].sum())
+        losses = None
+    else:
+        # A small initial scale keeps the first draws of the weights near
+        # the guide's means, so early steps are not swamped by noise.
+        guide = AutoNormal(model, init_scale=0.01)
+        schedule = optax.cosine_decay_schedule(args.learning_rate, args.steps)
+        svi = SVI(model, guide, optax.adam(schedule), Trace_ELBO())
+        result = svi.run(key_svi, args.steps, x, y, progress_bar=args.progress_bar)
+        losses = result.losses
+        jax.block_until_ready(losses)
+        predictive = Predictive(
+            model, guide=guide, params=result.params, num_samples=args.num_samples
+        )
+        noise = float(guide.median(result.params)["noise"])
+        divergences = None
     train_seconds = time.perf_counter() - start
 
-    predictive = Predictive(
-        model, guide=guide, params=result.params, num_samples=args.num_samples
-    )
     key_grid, key_test_draws = jax.random.split(key_pred)
     grid = jnp.linspace(-1.3, 1.3, 200)[:, None]
     draws = predictive(key_grid, grid)
@@ -149,28 +171,31 @@ def main(argv=None):
     width = mean_high - mean_low
     gap_width = float(width[np.abs(grid_x) < 0.2].mean())
     data_width = float(width[(np.abs(grid_x) > 0.5) & (np.abs(grid_x) < 0.9)].mean())
-    noise = float(guide.median(result.params)["noise"])
 
     plot(args.out / "bnn.png", x, y, grid_x, mean, low, high, mean_low, mean_high)
-    print(
-        f"negative ELBO: {float(result.losses[0]):.1f} -> "
-        f"{float(np.mean(result.losses[-100:])):.1f}"
-    )
+    if losses is not None:
+        print(
+            f"negative ELBO: {float(losses[0]):.1f} -> "
+            f"{float(np.mean(losses[-100:])):.1f}"
+        )
+    else:
+        print(f"NUTS: {args.num_samples} draws, {divergences} divergences")
     print(
         f"RMSE of the predictive mean against sin(3x): {rmse:.3f} "
         f"(predicting the mean of y: {baseline:.3f})"
     )
     print(f"coverage of the 90% band on fresh observations: {coverage:.2f}")
-    print(f"noise scale (guide median): {noise:.3f} (true {NOISE})")
+    print(f"noise scale (posterior median): {noise:.3f} (true {NOISE})")
     print(
         f"width of the 90% band of f(x): {data_width:.3f} near the data, "
         f"{gap_width:.3f} in the gap"
     )
-    print(f"{args.steps} steps (compile included) in {train_seconds:.1f} s")
+    print(f"{args.inference} (compile included) in {train_seconds:.1f} s")
     print(f"wrote {args.out / 'bnn.png'}")
     return {
-        "first_loss": float(result.losses[0]),
-        "final_loss": float(np.mean(result.losses[-100:])),
+        "first_loss": None if losses is None else float(losses[0]),
+        "final_loss": None if losses is None else float(np.mean(losses[-100:])),
+        "divergences": divergences,
         "rmse": rmse,
         "baseline_rmse": baseline,
         "coverage": coverage,

@@ -66,6 +66,18 @@ def test_bnn_fits_and_is_unsure_in_the_gap(tmp_path):
     _assert_png(tmp_path / "bnn.png")
 
 
+def test_bnn_with_nuts_through_random_module(tmp_path):
+    bnn = _load_example("bnn")
+    argv = ["--inference", "nuts", "--num-warmup", "150", "--num-samples", "150"]
+    result = bnn.main(argv + ["--out", str(tmp_path)])
+    assert result["divergences"] == 0
+    assert result["rmse"] < 0.1
+    assert 0.05 < result["noise_scale"] < 0.2  # true 0.1
+    assert 0.8 <= result["coverage"] <= 1.0
+    assert result["band_width_gap"] > 2.5 * result["band_width_data"]
+    _assert_png(tmp_path / "bnn.png")
+
+
 def test_ensemble_members_agree_on_data_and_differ_in_the_gap(tmp_path):
     result = _run("ensemble", 1000, tmp_path)
     assert result["final_loss"] < result["first_loss"] - 2000.0
