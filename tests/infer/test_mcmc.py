@@ -1,0 +1,466 @@
+"""MCMC: HMC and NUTS posteriors against closed forms (conjugate models,
+constrained latents, a correlated Gaussian given as a potential, a mixture
+with enumerated assignments against a grid), reproducibility across runs and
+chain methods, warmup and continuation, extra fields, errors and the progress
+bar.
+
+Posterior moments are checked to within a few Monte-Carlo standard errors,
+each computed from the draws' own effective sample size (``_ess`` below, a
+plain numpy estimate independent of the library's diagnostics)."""
+
+import math
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+import probnn
+import probnn.distributions as dist
+from probnn.handlers import config_enumerate
+from probnn.infer import HMC, MCMC, NUTS
+
+WARMUP, SAMPLES = 500, 1000
+K_SE = 5.0  # allowed distance, in Monte-Carlo standard errors
+
+Y = jnp.array([0.9, 2.1, 1.4, 3.0, 1.9, 2.6])
+PRIOR_SCALE, NOISE = 2.0, 1.0
+
+
+# -- helpers ----------------------------------------------------------------------
+
+
+def _ess(draws):
+    """Effective sample size of one chain of scalar draws: the autocorrelation
+    summed over Geyer's initial positive, monotone sequence of pair sums;
+    capped at the number of draws (a conservative standard error)."""
+    x = np.asarray(draws, np.float64)
+    n = x.shape[0]
+    x = x - x.mean()
+    if not np.any(x):
+        return float(n)
+    spectrum = np.fft.rfft(x, 2 * n)
+    acov = np.fft.irfft(spectrum * np.conj(spectrum))[:n] / n
+    rho = acov / acov[0]
+    pairs = rho[: 2 * (n // 2)].reshape(-1, 2).sum(axis=1)
+    positive = np.flatnonzero(pairs <= 0)
+    pairs = pairs[: positive[0]] if positive.size else pairs
+    pairs = np.minimum.accumulate(pairs)
+    tau = max(-1.0 + 2.0 * pairs.sum(), 1e-12)
+    return float(min(n / tau, n))
+
+
+def assert_expectation(values, expected, k=K_SE, what=""):
+    """The sample mean of ``values`` (draws of some function of the latent)
+    is within ``k`` Monte-Carlo standard errors of ``expected``."""
+    values = np.asarray(values, np.float64)
+    se = values.std() / math.sqrt(_ess(values))
+    error = abs(values.mean() - expected)
+    assert error <= k * se + 1e-9, (
+        f"{what}: estimate {values.mean():.5f}, expected {expected:.5f}, "
+        f"error {error:.2e} > {k} x MCSE {se:.2e}"
+    )
+
+
+def assert_moments(draws, mean, var, what=""):
+    """Mean and variance of scalar draws against the exact ones; the variance
+    is the expectation of the squared deviation from the exact mean."""
+    draws = np.asarray(draws, np.float64)
+    assert_expectation(draws, mean, what=f"{what} mean")
+    assert_expectation((draws - mean) ** 2, var, what=f"{what} variance")
+
+
+def run_nuts(model, *args, key=0, **kernel_kwargs):
+    kernel = NUTS(model, **kernel_kwargs)
+    mcmc = MCMC(kernel, num_warmup=WARMUP, num_samples=SAMPLES, progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(key), *args)
+    return mcmc
+
+
+# -- models -------------------------------------------------------------------------
+
+
+def normal_model(y):
+    mu = probnn.sample("mu", dist.Normal(0.0, PRIOR_SCALE))
+    with probnn.plate("N", y.shape[0]):
+        probnn.sample("y", dist.Normal(mu, NOISE), obs=y)
+
+
+def normal_posterior():
+    precision = 1 / PRIOR_SCALE**2 + Y.shape[0] / NOISE**2
+    return float(jnp.sum(Y)) / NOISE**2 / precision, 1 / precision
+
+
+# -- posterior correctness ---------------------------------------------------------
+
+
+def test_nuts_normal_normal():
+    mcmc = run_nuts(normal_model, Y)
+    samples = mcmc.get_samples()
+    assert set(samples) == {"mu"}
+    assert samples["mu"].shape == (SAMPLES,)
+    mean, var = normal_posterior()
+    assert_moments(samples["mu"], mean, var, "mu")
+
+
+def test_hmc_fixed_num_steps_normal_normal():
+    kernel = HMC(normal_model, num_steps=8)
+    mcmc = MCMC(kernel, num_warmup=WARMUP, num_samples=SAMPLES, progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(1), Y, extra_fields=("num_steps", "accept_prob"))
+    mean, var = normal_posterior()
+    assert_moments(mcmc.get_samples()["mu"], mean, var, "mu")
+    extra = mcmc.get_extra_fields()
+    assert np.all(np.asarray(extra["num_steps"]) == 8)
+    # step-size adaptation aims at an average acceptance of 0.8
+    assert 0.6 < float(jnp.mean(extra["accept_prob"])) <= 1.0
+
+
+def test_nuts_beta_bernoulli():
+    flips = jnp.array([1, 0, 1, 1, 0, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1, 0, 1, 1, 0, 1.0])
+    a, b = 2.0, 3.0
+
+    def model(flips):
+        p = probnn.sample("p", dist.Beta(a, b))
+        with probnn.plate("flips", flips.shape[0]):
+            probnn.sample("obs", dist.Bernoulli(probs=p), obs=flips)
+
+    samples = run_nuts(model, flips, key=2).get_samples()["p"]
+    assert float(samples.min()) > 0.0 and float(samples.max()) < 1.0
+    heads = float(flips.sum())
+    post = stats.beta(a + heads, b + flips.shape[0] - heads)
+    assert_moments(samples, post.mean(), post.var(), "p")
+
+
+def test_nuts_gamma_poisson():
+    counts = jnp.array([3, 5, 2, 4, 6, 3, 1, 4.0])
+    shape, rate = 2.0, 0.5
+
+    def model(counts):
+        lam = probnn.sample("lam", dist.Gamma(shape, rate))
+        with probnn.plate("counts", counts.shape[0]):
+            probnn.sample("obs", dist.Poisson(lam), obs=counts)
+
+    samples = run_nuts(model, counts, key=3).get_samples()["lam"]
+    assert float(samples.min()) > 0.0
+    post = stats.gamma(shape + float(counts.sum()), scale=1 / (rate + counts.size))
+    assert_moments(samples, post.mean(), post.var(), "lam")
+
+
+@pytest.mark.parametrize("likelihood", ["categorical", "multinomial"])
+def test_nuts_dirichlet_posterior(likelihood):
+    alpha = jnp.array([1.0, 2.0, 3.0])
+    draws = jnp.array([0, 2, 2, 1, 2, 0, 2, 1, 2, 2, 1, 0, 2, 2])
+    counts = jnp.bincount(draws, length=3).astype(jnp.float32)
+    total_count = int(counts.sum())
+
+    def model():
+        probs = probnn.sample("probs", dist.Dirichlet(alpha))
+        if likelihood == "categorical":
+            with probnn.plate("draws", draws.shape[0]):
+                probnn.sample("obs", dist.Categorical(probs=probs), obs=draws)
+        else:
+            probnn.sample("obs", dist.Multinomial(total_count, probs=probs), obs=counts)
+
+    samples = run_nuts(model, key=4).get_samples()["probs"]
+    assert samples.shape == (SAMPLES, 3)
+    np.testing.assert_allclose(np.asarray(samples.sum(-1)), 1.0, atol=1e-5)
+    post = np.asarray(alpha + counts, np.float64)
+    total = post.sum()
+    means = post / total
+    variances = means * (1 - means) / (total + 1)
+    for i in range(3):
+        assert_moments(samples[:, i], means[i], variances[i], f"probs[{i}]")
+
+
+# correlated 2-D Gaussian, given by its potential energy
+SCALES = np.array([1.0, 3.0])
+RHO = 0.995
+COV = np.outer(SCALES, SCALES) * np.array([[1.0, RHO], [RHO, 1.0]])
+PRECISION = jnp.asarray(np.linalg.inv(COV), jnp.float32)
+
+
+def gaussian_potential(x):
+    return 0.5 * x @ PRECISION @ x
+
+
+def run_gaussian(dense_mass, key=5):
+    kernel = NUTS(potential_fn=gaussian_potential, dense_mass=dense_mass)
+    mcmc = MCMC(kernel, num_warmup=WARMUP, num_samples=SAMPLES, progress_bar=False)
+    mcmc.run(
+        jax.random.PRNGKey(key),
+        init_params=jnp.array([0.5, -0.5]),
+        extra_fields=("num_steps",),
+    )
+    return mcmc
+
+
+def test_nuts_potential_fn_correlated_gaussian_and_dense_mass():
+    num_steps = {}
+    for dense in (False, True):
+        mcmc = run_gaussian(dense)
+        x = np.asarray(mcmc.get_samples(), np.float64)
+        assert x.shape == (SAMPLES, 2)
+        for i in range(2):
+            assert_expectation(x[:, i], 0.0, what=f"dense={dense} mean[{i}]")
+            for j in range(i, 2):
+                assert_expectation(
+                    x[:, i] * x[:, j], COV[i, j], what=f"dense={dense} cov[{i},{j}]"
+                )
+        num_steps[dense] = float(jnp.mean(mcmc.get_extra_fields()["num_steps"]))
+    # a dense mass matrix undoes the correlation: much shorter trajectories
+    assert num_steps[True] < 0.5 * num_steps[False], num_steps
+
+
+# two-component mixture, assignments summed out by enumeration
+MIX_WEIGHTS = jnp.array([0.3, 0.7])
+MIX_PRIOR_LOCS = jnp.array([-2.0, 2.0])
+MIX_X = jnp.asarray(
+    np.concatenate(
+        [
+            -1.5 + np.random.default_rng(0).standard_normal(12),
+            2.5 + np.random.default_rng(1).standard_normal(28),
+        ]
+    ),
+    jnp.float32,
+)
+
+
+@config_enumerate
+def mixture_model(x):
+    locs = probnn.sample("locs", dist.Normal(MIX_PRIOR_LOCS, 1.0).to_event(1))
+    with probnn.plate("data", x.shape[0]):
+        z = probnn.sample("z", dist.Categorical(probs=MIX_WEIGHTS))
+        probnn.sample("x", dist.Normal(locs[z], 1.0), obs=x)
+
+
+def mixture_grid_moments(points=401, half_width=5.0):
+    """Posterior mean and variance of each location, by summing the exact
+    unnormalised posterior over a 2-D grid."""
+    grid = np.linspace(-half_width, half_width, points)
+    x = np.asarray(MIX_X, np.float64)
+    log_w = np.log(np.asarray(MIX_WEIGHTS, np.float64))
+    # (points, data) log-likelihood of each datum under each component location
+    log_comp = stats.norm.logpdf(x[None, :], grid[:, None], 1.0)
+    a = log_w[0] + log_comp[:, None, :]  # loc0 on axis 0
+    b = log_w[1] + log_comp[None, :, :]  # loc1 on axis 1
+    log_lik = np.logaddexp(a, b).sum(-1)
+    prior = np.asarray(MIX_PRIOR_LOCS, np.float64)
+    log_post = (
+        log_lik
+        + stats.norm.logpdf(grid, prior[0], 1.0)[:, None]
+        + stats.norm.logpdf(grid, prior[1], 1.0)[None, :]
+    )
+    weights = np.exp(log_post - log_post.max())
+    weights /= weights.sum()
+    moments = []
+    for axis in (1, 0):  # marginal of loc0 sums over axis 1, and vice versa
+        marginal = weights.sum(axis=axis)
+        mean = float((marginal * grid).sum())
+        moments.append((mean, float((marginal * (grid - mean) ** 2).sum())))
+    return moments
+
+
+def test_nuts_mixture_with_enumerated_assignments_matches_grid():
+    mcmc = run_nuts(mixture_model, MIX_X, key=6)
+    samples = mcmc.get_samples()
+    assert set(samples) == {"locs"}  # the discrete site is summed out
+    assert samples["locs"].shape == (SAMPLES, 2)
+    for i, (mean, var) in enumerate(mixture_grid_moments()):
+        assert_moments(samples["locs"][:, i], mean, var, f"locs[{i}]")
+
+
+# -- reproducibility and chain methods ----------------------------------------------
+
+
+def test_same_key_same_samples():
+    key = jax.random.PRNGKey(7)
+    mcmc = MCMC(NUTS(normal_model), num_warmup=100, num_samples=200, progress_bar=False)
+    mcmc.run(key, Y)
+    first = np.asarray(mcmc.get_samples()["mu"])
+    mcmc.run(key, Y)  # warms up afresh: post_warmup_state is not set
+    again = np.asarray(mcmc.get_samples()["mu"])
+    other = MCMC(
+        NUTS(normal_model), num_warmup=100, num_samples=200, progress_bar=False
+    )
+    other.run(key, Y)
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(first, np.asarray(other.get_samples()["mu"]))
+    other.run(jax.random.PRNGKey(8), Y)
+    assert not np.array_equal(first, np.asarray(other.get_samples()["mu"]))
+
+
+@pytest.mark.parametrize("adapt", [False, True], ids=["fixed-step", "adapted"])
+def test_sequential_and_vectorized_chains_agree(adapt):
+    """Chain c draws from split(key, num_chains)[c] whichever the method; the
+    vectorized chains compute the same numbers (NumPyro's draws agree
+    exactly here, step-size and mass adaptation included)."""
+    kernel_kwargs = (
+        {}
+        if adapt
+        else {
+            "step_size": 0.5,
+            "adapt_step_size": False,
+            "adapt_mass_matrix": False,
+        }
+    )
+    samples = {}
+    for method in ("sequential", "vectorized"):
+        mcmc = MCMC(
+            NUTS(normal_model, **kernel_kwargs),
+            num_warmup=100,
+            num_samples=200,
+            num_chains=2,
+            chain_method=method,
+            progress_bar=False,
+        )
+        mcmc.run(jax.random.PRNGKey(9), Y)
+        samples[method] = np.asarray(mcmc.get_samples(group_by_chain=True)["mu"])
+    assert samples["sequential"].shape == (2, 200)
+    np.testing.assert_allclose(
+        samples["sequential"], samples["vectorized"], rtol=1e-6, atol=1e-6
+    )
+    # the two chains are not copies of each other
+    assert not np.allclose(samples["sequential"][0], samples["sequential"][1])
+
+
+# -- warmup, continuation, extra fields ---------------------------------------------
+
+
+def test_warmup_then_run():
+    mcmc = MCMC(NUTS(normal_model), num_warmup=200, num_samples=300, progress_bar=False)
+    mcmc.warmup(jax.random.PRNGKey(10), Y, collect_warmup=True)
+    assert mcmc.get_samples()["mu"].shape == (200,)
+    mcmc.run(jax.random.PRNGKey(11), Y)
+    assert mcmc.get_samples()["mu"].shape == (300,)
+    mean, var = normal_posterior()
+    assert_moments(mcmc.get_samples()["mu"], mean, var, "mu after warmup")
+
+
+def test_post_warmup_state_continuation():
+    mcmc = MCMC(NUTS(normal_model), num_warmup=300, num_samples=600, progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(12), Y, extra_fields=("num_steps",))
+    first = np.asarray(mcmc.get_samples()["mu"])
+    mcmc.post_warmup_state = mcmc.last_state
+    mcmc.run(mcmc.post_warmup_state.rng_key, Y, extra_fields=("num_steps",))
+    second = np.asarray(mcmc.get_samples()["mu"])
+    assert second.shape == (600,)
+    assert not np.array_equal(first, second)
+    # the continued chain has no warmup: it samples the posterior from its
+    # first draw (no transient from a fresh initial point)
+    mean, var = normal_posterior()
+    assert_moments(second, mean, var, "continued mu")
+    assert_moments(second[:100], mean, var, "first continued draws")
+    assert mcmc.get_extra_fields()["num_steps"].shape == (600,)
+
+
+def test_extra_fields_shapes_and_thinning():
+    fields = ("diverging", "num_steps", "accept_prob", "potential_energy")
+    mcmc = MCMC(
+        NUTS(normal_model),
+        num_warmup=100,
+        num_samples=200,
+        num_chains=2,
+        thinning=2,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.PRNGKey(13), Y, extra_fields=fields)
+    by_chain = mcmc.get_extra_fields(group_by_chain=True)
+    flat = mcmc.get_extra_fields()
+    assert set(fields) <= set(by_chain)
+    for name in fields:
+        assert by_chain[name].shape == (2, 100), name
+        assert flat[name].shape == (200,), name
+    assert by_chain["diverging"].dtype == jnp.bool_
+    assert np.all(np.asarray(flat["num_steps"]) >= 1)
+    accept = np.asarray(flat["accept_prob"])
+    assert np.all((accept >= 0) & (accept <= 1))
+    assert np.all(np.isfinite(np.asarray(flat["potential_energy"])))
+    assert mcmc.get_samples(group_by_chain=True)["mu"].shape == (2, 100)
+    assert mcmc.get_samples()["mu"].shape == (200,)
+
+
+def test_print_summary(capsys):
+    mcmc = MCMC(
+        NUTS(normal_model),
+        num_warmup=100,
+        num_samples=200,
+        num_chains=2,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.PRNGKey(14), Y)
+    capsys.readouterr()
+    mcmc.print_summary()
+    out = capsys.readouterr().out
+    for word in ("mu", "mean", "std", "n_eff", "r_hat"):
+        assert word in out
+    assert "divergences" in out.lower()
+
+
+# -- errors and warnings -------------------------------------------------------------
+
+
+def test_model_without_latent_sites_raises():
+    def model():
+        probnn.sample("y", dist.Normal(0.0, 1.0), obs=0.5)
+
+    with pytest.raises(ValueError, match="latent"):
+        mcmc = MCMC(NUTS(model), num_warmup=10, num_samples=10, progress_bar=False)
+        mcmc.run(jax.random.PRNGKey(0))
+
+
+def test_potential_fn_without_init_params_raises():
+    with pytest.raises(ValueError, match="init_params"):
+        mcmc = MCMC(
+            NUTS(potential_fn=gaussian_potential),
+            num_warmup=10,
+            num_samples=10,
+            progress_bar=False,
+        )
+        mcmc.run(jax.random.PRNGKey(0))
+
+
+def test_parallel_chains_beyond_devices_warn_and_still_run():
+    """More chains than devices under "parallel": a UserWarning naming the
+    devices, then every chain runs (several on one device)."""
+    chains = jax.local_device_count() + 1
+    with pytest.warns(UserWarning, match="device"):
+        mcmc = MCMC(
+            NUTS(normal_model),
+            num_warmup=50,
+            num_samples=50,
+            num_chains=chains,
+            chain_method="parallel",
+            progress_bar=False,
+        )
+        mcmc.run(jax.random.PRNGKey(15), Y)
+    assert mcmc.get_samples(group_by_chain=True)["mu"].shape == (chains, 50)
+
+
+# -- progress bar ---------------------------------------------------------------------
+
+
+def test_progress_bar(capsys):
+    def run(progress_bar):
+        mcmc = MCMC(
+            NUTS(normal_model),
+            num_warmup=50,
+            num_samples=50,
+            progress_bar=progress_bar,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mcmc.run(jax.random.PRNGKey(16), Y)
+        return np.asarray(mcmc.get_samples()["mu"])
+
+    capsys.readouterr()
+    quiet = run(False)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    loud = run(True)
+    captured = capsys.readouterr()
+    assert captured.err != ""
+    np.testing.assert_array_equal(quiet, loud)
