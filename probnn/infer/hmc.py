@@ -457,7 +457,10 @@ class HMC:
             step, inverse_mass, scale, averaging, welford = adapt
             if self.adapt_step_size:
                 averaging = hu.dual_averaging_update(
-                    averaging, accept_prob, self.target_accept_prob
+                    averaging,
+                    accept_prob,
+                    self.target_accept_prob,
+                    max_count=num_warmup,
                 )
                 step = jnp.exp(averaging.log_step_size)
             if self.adapt_mass_matrix:

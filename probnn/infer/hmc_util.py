@@ -38,7 +38,8 @@ __all__ = [
 
 def momentum_scale_of(inverse_mass_matrix):
     if jnp.ndim(inverse_mass_matrix) == 1:
-        return jax.lax.rsqrt(inverse_mass_matrix)
+        # sqrt and division round exactly (IEEE); rsqrt may be approximated
+        return 1.0 / jnp.sqrt(inverse_mass_matrix)
     cholesky = jnp.linalg.cholesky(inverse_mass_matrix)
     identity = jnp.eye(inverse_mass_matrix.shape[-1], dtype=inverse_mass_matrix.dtype)
     return jax.scipy.linalg.solve_triangular(cholesky, identity, lower=True).T
@@ -94,16 +95,28 @@ def dual_averaging_update(
     gamma=0.05,
     t0=10.0,
     kappa=0.75,
+    max_count: int = 100_000,
 ) -> DualAveragingState:
     """Nesterov dual averaging of ``log step size`` towards the target
-    acceptance (Hoffman and Gelman 2014, section 3.2)."""
+    acceptance (Hoffman and Gelman 2014, section 3.2).
+
+    The count-dependent weights come from tables computed once with numpy
+    (``max_count`` entries), so a chain adapts bit for bit the same whether
+    it runs alone or batched with others (batched ``pow`` and ``sqrt`` may
+    round differently)."""
+    counts = np.arange(max_count + 2, dtype=np.float64)
+    dtype = jnp.result_type(state.gradient_avg)
+    weights = jnp.asarray(1.0 / (counts + t0), dtype)
+    drift = jnp.asarray(np.sqrt(counts) / gamma, dtype)
+    averaging = jnp.asarray(np.where(counts > 0, counts, 1.0) ** (-kappa), dtype)
     count = state.count + 1
-    weight = 1.0 / (count + t0)
+    index = jnp.minimum(count.astype(jnp.int32), max_count + 1)
+    weight = weights[index]
     gradient_avg = (1 - weight) * state.gradient_avg + weight * (
         target_accept_prob - accept_prob
     )
-    log_step = state.prox_center - jnp.sqrt(count) / gamma * gradient_avg
-    avg_weight = count ** (-kappa)
+    log_step = state.prox_center - drift[index] * gradient_avg
+    avg_weight = averaging[index]
     log_avg = avg_weight * log_step + (1 - avg_weight) * state.log_step_size_avg
     return DualAveragingState(log_step, log_avg, gradient_avg, count, state.prox_center)
 

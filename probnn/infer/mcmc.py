@@ -68,11 +68,11 @@ class MCMC:
             ``jax.random.split(rng_key, num_chains)[c]`` whatever the
             chain method. A chain's draws are the same bit for bit across
             runs, and across ``"sequential"`` and ``"parallel"`` with one
-            chain per device; ``"vectorized"`` (and several chains per
-            device) evaluates the same arithmetic on batches, whose
-            vectorized transcendental functions round differently in the
-            last bit, and long chains amplify that into different (equally
-            valid) draws.
+            chain per device. The sampler's own arithmetic is batch-invariant
+            too (adaptation weights come from tables, not batched ``pow``),
+            so ``"vectorized"`` chains match as well unless XLA sums the
+            model's log density in a different order when batched, which
+            long chains amplify into different (equally valid) draws.
         thinning: keep every ``thinning``-th draw (the last of each block).
         postprocess_fn: maps a dict of unconstrained values to what is kept
             (default: the constrained values and the deterministic sites).
