@@ -60,3 +60,22 @@ def test_readme_snippets_run():
     # the NNX loop fitted the same model as SVI did
     fitted = namespace["fitted"]
     assert abs(float(fitted["w_auto_loc"]) - 2.0) < 0.3
+
+
+def test_eight_schools_has_no_divergences_and_converges():
+    # non-centred, 4 chains at target_accept_prob 0.8 (the example's defaults)
+    result = _load_example("eight_schools").main([])
+    assert result["divergences"] == 0
+    assert result["max_r_hat"] < 1.01
+    # the posterior means of the population parameters (about 4.4 and 3.6)
+    assert 3.0 < result["mu_mean"] < 6.0
+    assert 2.0 < result["tau_mean"] < 5.0
+
+
+def test_logistic_regression_predicts_held_out_tumours():
+    result = _load_example("logistic_regression").main(
+        ["--num-warmup", "300", "--num-samples", "300"]
+    )
+    assert result["divergences"] == 0
+    # the classes are 63% / 37%: predicting the majority gives 0.63
+    assert result["accuracy"] > 0.93
