@@ -52,17 +52,16 @@ class HMCState(NamedTuple):
     rng_key: Any
 
 
-def _latent_sites(model, args, kwargs) -> list:
-    """Names of the model's latent sites NUTS samples (abstract trace)."""
-    names = []
+def _latent_point(model, args, kwargs) -> dict:
+    """Zeros shaped like the model's latent sites in unconstrained space, by
+    name: the sites NUTS samples (found by one abstract trace)."""
 
     def run():
         with block():
             model_trace = trace(seed(model, rng_seed=0)).get_trace(*args, **kwargs)
+        point = {}
         for name, site in model_trace.items():
-            if site["type"] != "sample" or site["is_observed"]:
-                continue
-            if is_enumerated(site):
+            if site["type"] != "sample" or site["is_observed"] or is_enumerated(site):
                 continue
             if site["fn"].support.is_discrete:
                 raise ValueError(
@@ -70,10 +69,23 @@ def _latent_sites(model, args, kwargs) -> list:
                     "out: mark it infer={'enumerate': 'parallel'} (or use "
                     "config_enumerate)"
                 )
-            names.append(name)
+            point[name] = site_transform(site).inv(site["value"])
+        return point
 
-    jax.eval_shape(run)
-    return names
+    shapes = jax.eval_shape(run)
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+def _signature(tree):
+    """What an abstract trace of the model depends on: the arguments'
+    structure, array shapes and dtypes, and the other leaves' values."""
+    leaves, structure = jax.tree.flatten(tree)
+    return structure, tuple(
+        (jnp.shape(leaf), jnp.result_type(leaf))
+        if isinstance(leaf, jax.Array | np.ndarray)
+        else (type(leaf), repr(leaf))
+        for leaf in leaves
+    )
 
 
 class HMC:
@@ -159,7 +171,7 @@ class HMC:
         self.find_heuristic_step_size = find_heuristic_step_size
         self.forward_mode_differentiation = forward_mode_differentiation
         self.regularize_mass_matrix = regularize_mass_matrix
-        self._setup = None
+        self._points: dict = {}
 
     # -- set-up --------------------------------------------------------------------
 
@@ -176,33 +188,21 @@ class HMC:
             example = init_params
             self._latent_names = None
         else:
-            self._latent_names = _latent_sites(self.model, model_args, model_kwargs)
+            # kept per argument signature: warm runs skip the abstract trace
+            key = _signature((model_args, model_kwargs))
+            if key not in self._points:
+                self._points[key] = _latent_point(self.model, model_args, model_kwargs)
+            example = self._points[key]
+            self._latent_names = list(example)
             if not self._latent_names:
                 raise ValueError(
                     f"{name}: the model has no latent sites to sample (every sample "
                     "site is observed or enumerated)"
                 )
-            example = self._example_point(model_args, model_kwargs)
         _, unravel = ravel_pytree(example)
         self._unravel = unravel
         self._example = example
         return unravel
-
-    def _example_point(self, model_args, model_kwargs):
-        names = self._latent_names
-
-        def run():
-            with block():
-                model_trace = trace(seed(self.model, rng_seed=0)).get_trace(
-                    *model_args, **model_kwargs
-                )
-            return {
-                n: site_transform(model_trace[n]).inv(model_trace[n]["value"])
-                for n in names
-            }
-
-        shapes = jax.eval_shape(run)
-        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
     def _potential(self, model_args, model_kwargs):
         unravel = self._unravel
