@@ -684,9 +684,10 @@ class NUTS(HMC):
                 trailing = jax.lax.population_count((n ^ (n + 1)) >> 1)
                 idx_min = idx_max - trailing + 1
                 even = n % 2 == 0
-                r_ckpts = jnp.where(even, r_ckpts.at[idx_max].set(r), r_ckpts)
-                r_sum_ckpts = jnp.where(
-                    even, r_sum_ckpts.at[idx_max].set(r_sum), r_sum_ckpts
+                # one row written in place (the old row again on odd leaves)
+                r_ckpts = r_ckpts.at[idx_max].set(jnp.where(even, r, r_ckpts[idx_max]))
+                r_sum_ckpts = r_sum_ckpts.at[idx_max].set(
+                    jnp.where(even, r_sum, r_sum_ckpts[idx_max])
                 )
                 sums = r_sum[None] - r_sum_ckpts + r_ckpts
                 turns = jax.vmap(lambda a, s: _is_turning(inverse_mass, a, r, s))(
