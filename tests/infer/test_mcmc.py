@@ -464,3 +464,47 @@ def test_progress_bar(capsys):
     captured = capsys.readouterr()
     assert captured.err != ""
     np.testing.assert_array_equal(quiet, loud)
+
+
+def test_dense_mass_groups_adapt_a_block_and_keep_other_sites_diagonal():
+    # a and b strongly correlated, c independent with its own scale
+    def model():
+        a = probnn.sample("a", dist.Normal(0.0, 1.0))
+        probnn.sample("b", dist.Normal(0.95 * a, math.sqrt(1 - 0.95**2)))
+        probnn.sample("c", dist.Normal(0.0, 3.0))
+
+    mcmc = MCMC(
+        NUTS(model, dense_mass=[("a", "b")]),
+        num_warmup=WARMUP,
+        num_samples=SAMPLES,
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.PRNGKey(21))
+    inverse_mass = np.asarray(mcmc.last_state.adapt_state.inverse_mass_matrix[0])
+    # flat order follows the sorted site names: a, b, c
+    assert inverse_mass.shape == (3, 3)
+    assert inverse_mass[0, 1] > 0.5  # the adapted covariance of a and b
+    np.testing.assert_array_equal(inverse_mass[2, :2], 0.0)
+    np.testing.assert_array_equal(inverse_mass[:2, 2], 0.0)
+    assert 4.0 < inverse_mass[2, 2] < 15.0  # var(c) = 9
+    samples = mcmc.get_samples()
+    corr = np.corrcoef(np.asarray(samples["a"]), np.asarray(samples["b"]))[0, 1]
+    assert abs(corr - 0.95) < 0.03
+    with pytest.raises(ValueError, match="not latent sites"):
+        MCMC(
+            NUTS(model, dense_mass=[("a", "nope")]),
+            num_warmup=10,
+            num_samples=10,
+            progress_bar=False,
+        ).run(jax.random.PRNGKey(0))
+
+
+def test_initial_point_with_non_finite_density_names_the_site():
+    def model(y):
+        scale = probnn.sample("scale", dist.HalfNormal(1.0))
+        # an observation outside the support: no initial point can fix it
+        probnn.sample("count", dist.Poisson(scale), obs=y)
+
+    mcmc = MCMC(NUTS(model), num_warmup=10, num_samples=10, progress_bar=False)
+    with pytest.raises(RuntimeError, match="'count'"):
+        mcmc.run(jax.random.PRNGKey(0), -1.0)
