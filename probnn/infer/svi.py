@@ -137,6 +137,19 @@ def check_model_guide_match(model_trace: dict, guide_trace: dict) -> None:
             )
 
 
+def _strongly_typed(tree):
+    """Arrays with their weak types made definite: a param initialised from a
+    Python number would otherwise change type after its first update and make
+    every compiled step compile again."""
+
+    def strong(leaf):
+        if isinstance(leaf, jax.Array) and leaf.weak_type:
+            return jnp.asarray(leaf, dtype=leaf.dtype)
+        return leaf
+
+    return jax.tree.map(strong, tree)
+
+
 def _split_static(tree):
     """Array leaves (jit arguments) apart from everything else (constants)."""
     leaves, treedef = jax.tree.flatten(tree)
@@ -249,6 +262,7 @@ class SVI:
             params, mutable_state, found["transforms"] = self._initial_values(
                 model_key, guide_key, args, kwargs, init_params
             )
+            params, mutable_state = _strongly_typed((params, mutable_state))
             opt_state = self.optim.init(params)
         self._transforms = found["transforms"]
         return SVIState((params, opt_state), mutable_state or None, rng_key)
@@ -265,6 +279,7 @@ class SVI:
             params, mutable_state, found["transforms"] = self._initial_values(
                 model_key, guide_key, call_args, call_kwargs, values
             )
+            params, mutable_state = _strongly_typed((params, mutable_state))
             return params, self.optim.init(params), mutable_state
 
         try:
