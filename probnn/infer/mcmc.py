@@ -67,12 +67,12 @@ class MCMC:
         num_chains: number of chains; chain ``c`` uses
             ``jax.random.split(rng_key, num_chains)[c]`` whatever the
             chain method. A chain's draws are the same bit for bit across
-            runs, and across ``"sequential"`` and ``"parallel"`` with one
-            chain per device. The sampler's own arithmetic is batch-invariant
-            too (adaptation weights come from tables, not batched ``pow``),
-            so ``"vectorized"`` chains match as well unless XLA sums the
-            model's log density in a different order when batched, which
-            long chains amplify into different (equally valid) draws.
+            runs. The sampler's own arithmetic is batch-invariant
+            (adaptation weights come from tables, not batched ``pow``), so
+            the chain methods agree too, unless XLA compiles the model's log
+            density differently for them (batched, or inside ``shard_map``)
+            and sums in another order: the last bit differs, and long chains
+            amplify that into different, equally valid, draws.
         thinning: keep every ``thinning``-th draw (the last of each block).
         postprocess_fn: maps a dict of unconstrained values to what is kept
             (default: the constrained values and the deterministic sites).
