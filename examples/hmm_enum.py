@@ -230,25 +230,26 @@ def main(argv=None):
     # the same decoder at the generating parameters: the best one can hope for
     oracle_accuracy = float(np.mean(viterbi(true_params, y, key) == true_states))
 
-    np.set_printoptions(precision=3, suppress=True)
     fitted = {name: np.asarray(value) for name, value in params.items()}
-    print(f"{args.T} points, {args.steps} SVI steps in {train_seconds:.1f} s")
-    print(
-        f"-log p(y): {losses[0]:.2f} at the start -> {final_loss:.2f} fitted "
-        f"({true_loss:.2f} at the generating parameters)"
-    )
-    print("fitted states, sorted by emission mean; the generating values right:")
-    print(f"  means       {fitted['locs'][order]}   {TRUE_LOCS}")
-    print(f"  scales      {fitted['scales'][order]}   {TRUE_SCALES}")
-    print(f"  initial     {fitted['init_probs'][order]}   {TRUE_INIT}")
-    print("  transitions")
-    trans = fitted["trans_probs"][np.ix_(order, order)]
-    for row, true_row in zip(trans, TRUE_TRANS, strict=True):
-        print(f"              {row}   {true_row}")
-    print(
-        f"Viterbi decoding accuracy: {accuracy:.3f} "
-        f"({oracle_accuracy:.3f} with the generating parameters)"
-    )
+    # local print options: importing or running this must not change numpy's
+    with np.printoptions(precision=3, suppress=True):
+        print(f"{args.T} points, {args.steps} SVI steps in {train_seconds:.1f} s")
+        print(
+            f"-log p(y): {losses[0]:.2f} at the start -> {final_loss:.2f} fitted "
+            f"({true_loss:.2f} at the generating parameters)"
+        )
+        print("fitted states, sorted by emission mean; the generating values right:")
+        print(f"  means       {fitted['locs'][order]}   {TRUE_LOCS}")
+        print(f"  scales      {fitted['scales'][order]}   {TRUE_SCALES}")
+        print(f"  initial     {fitted['init_probs'][order]}   {TRUE_INIT}")
+        print("  transitions")
+        trans = fitted["trans_probs"][np.ix_(order, order)]
+        for row, true_row in zip(trans, TRUE_TRANS, strict=True):
+            print(f"              {row}   {true_row}")
+        print(
+            f"Viterbi decoding accuracy: {accuracy:.3f} "
+            f"({oracle_accuracy:.3f} with the generating parameters)"
+        )
 
     plot_states(args.out / "states.png", y_np, true_states, decoded)
     plot_loss(args.out / "loss.png", losses, true_loss, args.T)

@@ -99,8 +99,8 @@ def autocovariance(x, axis: int = 0, bias: bool = True) -> np.ndarray:
         An array of ``x``'s shape; along ``axis``, lags ``0 .. n - 1``.
 
     >>> import numpy as np
-    >>> autocovariance(np.array([1.0, 2.0, 3.0, 4.0])).round(4)
-    array([ 1.25  ,  0.3125, -0.375 , -0.5625])
+    >>> autocovariance(np.array([1.0, 2.0, 3.0, 4.0])).round(4).tolist()
+    [1.25, 0.3125, -0.375, -0.5625]
     """
     x = _as_array(x, "autocovariance")
     if x.ndim == 0:
@@ -136,8 +136,8 @@ def autocorrelation(x, axis: int = 0, bias: bool = True) -> np.ndarray:
         An array of ``x``'s shape; along ``axis``, lags ``0 .. n - 1``.
 
     >>> import numpy as np
-    >>> autocorrelation(np.array([1.0, 2.0, 3.0, 4.0])).round(4)
-    array([ 1.  ,  0.25, -0.3 , -0.45])
+    >>> autocorrelation(np.array([1.0, 2.0, 3.0, 4.0])).round(4).tolist()
+    [1.0, 0.25, -0.3, -0.45]
     """
     x = _as_array(x, "autocorrelation")
     if x.ndim == 0:
