@@ -283,8 +283,8 @@ def hpdi(x, prob: float = 0.9, axis: int = 0) -> np.ndarray:
 
     >>> import numpy as np
     >>> x = np.random.default_rng(0).normal(size=100_000)
-    >>> hpdi(x, 0.9).round(1)
-    array([-1.6,  1.6])
+    >>> hpdi(x, 0.9).round(1).tolist()
+    [-1.6, 1.6]
     """
     prob = _check_prob(prob, "hpdi")
     x = _as_array(x, "hpdi")
