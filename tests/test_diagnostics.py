@@ -164,38 +164,6 @@ def test_effective_sample_size_errors():
         effective_sample_size(np.zeros((4, 1)))
 
 
-def test_matches_numpyro_reference():
-    numpyro_diagnostics = pytest.importorskip("numpyro.diagnostics")
-    rng = np.random.default_rng(1)
-    for shape in [(1, 200), (3, 100), (4, 51, 2), (2, 7), (2, 3)]:
-        # correlated draws: a random walk plus noise
-        x = 0.1 * rng.normal(size=shape).cumsum(1) + rng.normal(size=shape)
-        for bias in (True, False):
-            np.testing.assert_allclose(
-                effective_sample_size(x, bias=bias),
-                numpyro_diagnostics.effective_sample_size(x, bias=bias),
-                rtol=1e-4,
-            )
-        np.testing.assert_allclose(
-            hpdi(x, 0.7, axis=1), numpyro_diagnostics.hpdi(x, 0.7, axis=1)
-        )
-        if shape[1] >= 4:
-            np.testing.assert_allclose(
-                split_gelman_rubin(x),
-                numpyro_diagnostics.split_gelman_rubin(x),
-                rtol=1e-6,
-            )
-    samples = {"a": rng.normal(size=(2, 100)), "b": rng.normal(size=(2, 100, 3))}
-    ours, theirs = summary(samples), numpyro_diagnostics.summary(samples)
-    assert list(ours) == list(theirs)
-    for name in ours:
-        assert list(ours[name]) == list(theirs[name])
-        for key in ours[name]:
-            np.testing.assert_allclose(
-                ours[name][key], theirs[name][key], rtol=1e-6, err_msg=key
-            )
-
-
 # ---------------------------------------------------------------- R-hat
 
 
