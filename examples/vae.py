@@ -147,6 +147,25 @@ def plot_loss(path, losses, n_train):
     plt.close(fig)
 
 
+def held_out_elbo(model, guide, params, mutable_state, x_train, x_test):
+    """``(held-out ELBO per image, baseline per image)``: every test image at
+    once, BatchNorm in eval mode, the expectation over q averaged over 16
+    draws; the baseline is the log likelihood of the test digits under the
+    mean training image, the best a model whose codes carry nothing can do."""
+    elbo = Trace_ELBO(num_particles=16)
+    test_loss = elbo.loss(
+        jax.random.PRNGKey(1),
+        {**params, **mutable_state},
+        model,
+        guide,
+        x_test,
+        train=False,
+    )
+    mean_image = jnp.clip(jnp.asarray(x_train).mean(0), 1e-4, 1 - 1e-4)
+    baseline = dist.Bernoulli(probs=mean_image).to_event(1).log_prob(x_test)
+    return -float(test_loss) / x_test.shape[0], float(baseline.mean())
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5000)
@@ -175,23 +194,9 @@ def main(argv=None):
     train_seconds = time.perf_counter() - start
     params, mutable_state = result.params, result.state.mutable_state
 
-    # Held-out ELBO: every test image at once, BatchNorm in eval mode, the
-    # expectation over q averaged over 16 draws.
-    elbo = Trace_ELBO(num_particles=16)
-    test_loss = elbo.loss(
-        jax.random.PRNGKey(1),
-        {**params, **mutable_state},
-        model,
-        guide,
-        x_test,
-        train=False,
+    test_elbo_per_image, baseline_per_image = held_out_elbo(
+        model, guide, params, mutable_state, x_train, x_test
     )
-    test_elbo_per_image = -float(test_loss) / x_test.shape[0]
-    # reference: the log likelihood of the test digits under the mean
-    # training image, the best a model whose codes carry nothing can do
-    mean_image = jnp.clip(x_train.mean(0), 1e-4, 1 - 1e-4)
-    baseline = dist.Bernoulli(probs=mean_image).to_event(1).log_prob(x_test)
-    baseline_per_image = float(baseline.mean())
 
     originals = x_test[:10]
     reconstructions = reconstruct(params, mutable_state, originals)

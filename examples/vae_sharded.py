@@ -176,18 +176,9 @@ def main(argv=None):
     mutable_state = state.mutable_state
 
     # held-out ELBO per image, as in vae.py: BatchNorm in eval mode, 16 draws
-    test_loss = Trace_ELBO(num_particles=16).loss(
-        jax.random.PRNGKey(1),
-        {**params, **mutable_state},
-        model,
-        guide,
-        x_test,
-        train=False,
+    test_elbo_per_image, baseline_per_image = vae.held_out_elbo(
+        model, guide, params, mutable_state, x_train_host, x_test
     )
-    test_elbo_per_image = -float(test_loss) / x_test.shape[0]
-    mean_image = np.clip(x_train_host.mean(0), 1e-4, 1 - 1e-4)
-    baseline = dist.Bernoulli(probs=mean_image).to_event(1).log_prob(x_test)
-    baseline_per_image = float(baseline.mean())
     reconstructions = vae.reconstruct(params, mutable_state, x_test)
     reconstruction_error = float(np.mean(np.abs(reconstructions - x_test)))
 
