@@ -42,7 +42,7 @@ import jax.numpy as jnp
 from probnn.distributions.discrete import Categorical
 from probnn.runtime import Message
 
-__all__ = ["contract_trace", "has_enumerated_sites"]
+__all__ = ["contract_trace"]
 
 
 # -- rings ---------------------------------------------------------------------
@@ -141,10 +141,6 @@ class _Choosing:
 
     def fold(self, data):
         return _Choosing(jax.random.fold_in(self.key, data), 0 if self.use_max else 1)
-
-
-def sum_product_ring():
-    return _SumProduct()
 
 
 def choosing_ring(key, temperature):
@@ -739,10 +735,3 @@ def contract_trace(
     for term in out:
         total = total + jnp.sum(_apply_scale(term))
     return total
-
-
-def has_enumerated_sites(model_trace: dict) -> bool:
-    return any(
-        site["type"] == "sample" and site["infer"].get("_enumerate_dim") is not None
-        for site in model_trace.values()
-    )

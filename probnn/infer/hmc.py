@@ -549,6 +549,29 @@ class _Tree(NamedTuple):
     depth: Any
 
 
+class _Subtree(NamedTuple):
+    """A sub-tree being built leaf by leaf: its growing edge, its proposal,
+    and the momenta checkpointed for the U-turn checks of its balanced
+    sub-trees."""
+
+    num_leaves: Any
+    z: Any
+    r: Any
+    grad: Any
+    z_proposal: Any
+    value_proposal: Any
+    grad_proposal: Any
+    energy_proposal: Any
+    log_weight: Any
+    r_sum: Any
+    turning: Any
+    diverging: Any
+    sum_accept_probs: Any
+    r_ckpts: Any
+    r_sum_ckpts: Any
+    key: Any
+
+
 def _is_turning(inverse_mass, r_left, r_right, r_sum):
     # Betancourt's generalized criterion with Stan's correction for the
     # end points' own momenta
@@ -624,60 +647,40 @@ class NUTS(HMC):
             g0 = jnp.where(direction > 0, tree.grad_right, tree.grad_left)
             num_leaves = 2**tree.depth
 
-            init = (
-                jnp.zeros((), jnp.int32),  # leaf index
+            init = _Subtree(
+                jnp.zeros((), jnp.int32),
                 z0,
                 r0,
-                g0,  # current edge
+                g0,
                 z0,
                 value,
                 g0,
-                energy,  # proposal
-                jnp.full((), -jnp.inf, dtype),  # log weight
-                jnp.zeros(size, dtype),  # r_sum
-                jnp.zeros((), bool),  # turning
-                jnp.zeros((), bool),  # diverging
-                jnp.zeros((), dtype),  # sum of acceptance probabilities
-                jnp.zeros((max_depth, size), dtype),  # checkpointed momenta
-                jnp.zeros((max_depth, size), dtype),  # checkpointed r_sum
+                energy,
+                jnp.full((), -jnp.inf, dtype),
+                jnp.zeros(size, dtype),
+                jnp.zeros((), bool),
+                jnp.zeros((), bool),
+                jnp.zeros((), dtype),
+                jnp.zeros((max_depth, size), dtype),
+                jnp.zeros((max_depth, size), dtype),
                 key,
             )
 
-            def keep_going(carry):
-                n, *_, turning, diverging = carry[:12]
-                return (n < num_leaves) & ~turning & ~diverging
+            def keep_going(sub):
+                return (sub.num_leaves < num_leaves) & ~sub.turning & ~sub.diverging
 
-            def body(carry):
-                (
-                    n,
-                    z,
-                    r,
-                    g,
-                    zp,
-                    vp,
-                    gp,
-                    ep,
-                    log_w,
-                    r_sum,
-                    _,
-                    _,
-                    accept_sum,
-                    r_ckpts,
-                    r_sum_ckpts,
-                    key,
-                ) = carry
-                z, r, v, g, e, leaf_log_w, diverging, accept = leaf(z, r, g, direction)
-                key, sub = jax.random.split(key)
-                new_log_w = jnp.logaddexp(log_w, leaf_log_w)
-                take = (
-                    jnp.log(jax.random.uniform(sub, dtype=dtype))
-                    < leaf_log_w - new_log_w
+            def body(sub):
+                n = sub.num_leaves
+                z, r, v, g, e, leaf_log_w, diverging, accept = leaf(
+                    sub.z, sub.r, sub.grad, direction
                 )
-                zp = jnp.where(take, z, zp)
-                vp = jnp.where(take, v, vp)
-                gp = jnp.where(take, g, gp)
-                ep = jnp.where(take, e, ep)
-                r_sum = r_sum + r
+                key, draw_key = jax.random.split(sub.key)
+                log_w = jnp.logaddexp(sub.log_weight, leaf_log_w)
+                take = (
+                    jnp.log(jax.random.uniform(draw_key, dtype=dtype))
+                    < leaf_log_w - log_w
+                )
+                r_sum = sub.r_sum + r
                 # checkpoints: even leaves start balanced sub-trees, odd
                 # leaves end them (as many as n has trailing one bits)
                 idx_max = jax.lax.population_count(n >> 1)
@@ -685,6 +688,7 @@ class NUTS(HMC):
                 idx_min = idx_max - trailing + 1
                 even = n % 2 == 0
                 # one row written in place (the old row again on odd leaves)
+                r_ckpts, r_sum_ckpts = sub.r_ckpts, sub.r_sum_ckpts
                 r_ckpts = r_ckpts.at[idx_max].set(jnp.where(even, r, r_ckpts[idx_max]))
                 r_sum_ckpts = r_sum_ckpts.at[idx_max].set(
                     jnp.where(even, r_sum, r_sum_ckpts[idx_max])
@@ -697,59 +701,26 @@ class NUTS(HMC):
                 turning = ~even & jnp.any(
                     turns & (slots >= idx_min) & (slots <= idx_max)
                 )
-                return (
+                return _Subtree(
                     n + 1,
                     z,
                     r,
                     g,
-                    zp,
-                    vp,
-                    gp,
-                    ep,
-                    new_log_w,
+                    jnp.where(take, z, sub.z_proposal),
+                    jnp.where(take, v, sub.value_proposal),
+                    jnp.where(take, g, sub.grad_proposal),
+                    jnp.where(take, e, sub.energy_proposal),
+                    log_w,
                     r_sum,
                     turning,
                     diverging,
-                    accept_sum + accept,
+                    sub.sum_accept_probs + accept,
                     r_ckpts,
                     r_sum_ckpts,
                     key,
                 )
 
-            out = jax.lax.while_loop(keep_going, body, init)
-            (
-                n,
-                z,
-                r,
-                g,
-                zp,
-                vp,
-                gp,
-                ep,
-                log_w,
-                r_sum,
-                turning,
-                diverging,
-                accept_sum,
-                _,
-                _,
-                _,
-            ) = out
-            return (
-                z,
-                r,
-                g,
-                zp,
-                vp,
-                gp,
-                ep,
-                log_w,
-                r_sum,
-                turning,
-                diverging,
-                accept_sum,
-                n,
-            )
+            return jax.lax.while_loop(keep_going, body, init)
 
         def grow(carry):
             tree, key = carry
@@ -757,48 +728,34 @@ class NUTS(HMC):
             direction = jnp.where(
                 jax.random.bernoulli(direction_key), 1.0, -1.0
             ).astype(dtype)
-            (
-                z,
-                r,
-                g,
-                zp,
-                vp,
-                gp,
-                ep,
-                log_w,
-                r_sum,
-                turning,
-                diverging,
-                accept_sum,
-                n,
-            ) = build_subtree(tree, direction, subtree_key)
+            sub = build_subtree(tree, direction, subtree_key)
             right = direction > 0
-            usable = ~turning & ~diverging
+            usable = ~sub.turning & ~sub.diverging
             take = usable & (
                 jnp.log(jax.random.uniform(accept_key, dtype=dtype))
-                < log_w - tree.log_weight
+                < sub.log_weight - tree.log_weight
             )
-            r_left = jnp.where(right, tree.r_left, r)
-            r_right = jnp.where(right, r, tree.r_right)
-            merged_r_sum = tree.r_sum + r_sum
-            turning = turning | _is_turning(inverse_mass, r_left, r_right, merged_r_sum)
+            r_left = jnp.where(right, tree.r_left, sub.r)
+            r_right = jnp.where(right, sub.r, tree.r_right)
+            r_sum = tree.r_sum + sub.r_sum
+            turning = sub.turning | _is_turning(inverse_mass, r_left, r_right, r_sum)
             tree = _Tree(
-                jnp.where(right, tree.z_left, z),
+                jnp.where(right, tree.z_left, sub.z),
                 r_left,
-                jnp.where(right, tree.grad_left, g),
-                jnp.where(right, z, tree.z_right),
+                jnp.where(right, tree.grad_left, sub.grad),
+                jnp.where(right, sub.z, tree.z_right),
                 r_right,
-                jnp.where(right, g, tree.grad_right),
-                jnp.where(take, zp, tree.z_proposal),
-                jnp.where(take, vp, tree.value_proposal),
-                jnp.where(take, gp, tree.grad_proposal),
-                jnp.where(take, ep, tree.energy_proposal),
-                jnp.logaddexp(tree.log_weight, log_w),
-                merged_r_sum,
+                jnp.where(right, sub.grad, tree.grad_right),
+                jnp.where(take, sub.z_proposal, tree.z_proposal),
+                jnp.where(take, sub.value_proposal, tree.value_proposal),
+                jnp.where(take, sub.grad_proposal, tree.grad_proposal),
+                jnp.where(take, sub.energy_proposal, tree.energy_proposal),
+                jnp.logaddexp(tree.log_weight, sub.log_weight),
+                r_sum,
                 turning,
-                diverging,
-                tree.sum_accept_probs + accept_sum,
-                tree.num_proposals + n,
+                sub.diverging,
+                tree.sum_accept_probs + sub.sum_accept_probs,
+                tree.num_proposals + sub.num_leaves,
                 tree.depth + 1,
             )
             return tree, key

@@ -130,11 +130,9 @@ class MCMC:
         self.jit_model_args = jit_model_args
         self.last_state = None
         self.post_warmup_state = None
-        self._states = None
         self._samples = None
         self._extra = None
         self._warmup_state = None
-        self._args = ((), {})
         self._cache: dict = {}
         self._holder: list = [None]
 
@@ -196,7 +194,6 @@ class MCMC:
                     f"MCMC: extra field {name!r} is not a state field; choose from "
                     f"{sorted(_STATE_FIELDS)}"
                 )
-        self._args = (args, kwargs)
         start_state = self.post_warmup_state or self._warmup_state
         one_init = None
         if init_params is not None and self.num_chains > 1:
@@ -244,7 +241,6 @@ class MCMC:
         else:
             self._warmup_state = None
         self.last_state = states
-        self._states = states
         if num_draws_kept:
             # keep the last draw of every block of `thinning`
             step = 1 if warmup_only else self.thinning
