@@ -16,6 +16,7 @@ Each handler wraps a model (``handler(model, ...)``) or opens a context
 from __future__ import annotations
 
 import copy
+import functools
 import zlib
 from collections.abc import Callable
 
@@ -39,6 +40,7 @@ __all__ = [
     "scale",
     "scope",
     "seed",
+    "shard_subsample",
     "substitute",
     "trace",
 ]
@@ -447,8 +449,8 @@ class replay(_ValueSetter):
         value = self._value(msg)
         if value is not None:
             msg["value"] = value
-            if msg["type"] == "sample":
-                msg["infer"] = dict(self.trace[msg["name"]].get("infer", {}))
+            # a plate's infer says how its indices were drawn (e.g. by blocks)
+            msg["infer"] = dict(self.trace[msg["name"]].get("infer", {}))
 
 
 class do(_ValueSetter):
@@ -492,6 +494,85 @@ class do(_ValueSetter):
         msg["value"] = value
         msg["is_observed"] = True
         msg["stop"] = True
+
+
+def _block_indices(blocks: int, size: int, subsample_size: int, rng_key=None):
+    """``subsample_size`` indices, ``subsample_size // blocks`` from each of
+    ``blocks`` equal contiguous blocks of ``range(size)``, block by block."""
+    per_block, taken = size // blocks, subsample_size // blocks
+    keys = jax.random.split(rng_key, blocks)
+    local = jax.vmap(lambda key: jax.random.permutation(key, per_block)[:taken])(keys)
+    return (local + per_block * jnp.arange(blocks)[:, None]).reshape(-1)
+
+
+class shard_subsample(Messenger):
+    """Draw a subsampled plate's indices so that each device reads its own rows.
+
+    For data sharded along a plate's dim over ``k`` devices (``k`` equal
+    contiguous blocks of rows), the plate ``name`` with ``shards={name: k}``
+    draws ``subsample_size // k`` indices from each block, without
+    replacement, and :func:`probnn.subsample` then gathers every block's rows
+    within the block: under ``jax.jit`` each device reads only its own shard,
+    with no all-gather of the data. Every row is still in the mini-batch with
+    probability ``subsample_size / size``, so the scaled log density stays
+    unbiased. Indexing the data yourself (``x[idx]``) gives the same rows but
+    is a global gather.
+
+    Apply it to the guide too when the guide draws the plate's indices (an
+    autoguide over local latents does): the model replays the guide's
+    indices, and how they were drawn travels with them.
+
+    Args:
+        fn: model or guide.
+        shards: plate name -> number of blocks (the size of the mesh axis the
+            plate's dim is sharded over). The plate's ``size`` and
+            ``subsample_size`` must both be multiples of it.
+
+    >>> import jax, probnn
+    >>> def model(x):
+    ...     with probnn.plate("N", 8, subsample_size=4):
+    ...         return probnn.subsample(x, event_dim=0)
+    >>> sharded = shard_subsample(model, shards={"N": 2})
+    >>> rows = seed(sharded, rng_seed=0)(jax.numpy.arange(8))
+    >>> [int(r) // 4 for r in rows]  # two rows from each half
+    [0, 0, 1, 1]
+    """
+
+    def __init__(self, fn=None, shards: dict | None = None):
+        if not isinstance(shards, dict) or not shards:
+            raise ValueError(
+                "shard_subsample: shards must be a non-empty dict from plate name "
+                f"to number of blocks, got {shards!r}"
+            )
+        for name, blocks in shards.items():
+            if isinstance(blocks, bool) or not isinstance(blocks, int | np.integer):
+                raise ValueError(
+                    f"shard_subsample: plate {name!r}: number of blocks must be "
+                    f"a positive int, got {blocks!r}"
+                )
+            if blocks < 1:
+                raise ValueError(
+                    f"shard_subsample: plate {name!r}: number of blocks must be "
+                    f"a positive int, got {blocks!r}"
+                )
+        self.shards = {name: int(blocks) for name, blocks in shards.items()}
+        super().__init__(fn)
+
+    def process_message(self, msg: Message) -> None:
+        if msg["type"] != "plate" or msg["name"] not in self.shards:
+            return
+        if msg["value"] is not None:  # no subsampling, or indices given
+            return
+        blocks = self.shards[msg["name"]]
+        size, subsample_size = msg["args"]
+        if size % blocks or subsample_size % blocks:
+            raise ValueError(
+                f"shard_subsample: plate {msg['name']!r} of size {size} with "
+                f"subsample_size {subsample_size}: both must be multiples of "
+                f"its {blocks} blocks"
+            )
+        msg["fn"] = functools.partial(_block_indices, blocks)
+        msg["infer"] = {**msg["infer"], "subsample_blocks": blocks}
 
 
 def _apply_outside(handler: Messenger, msg: Message) -> None:

@@ -319,6 +319,7 @@ class plate(Messenger):
         self._requested_dim = dim
         self.dim = dim
         self._indices = None
+        self._blocks = None
         self._frame_name = name
         super().__init__()
 
@@ -335,6 +336,9 @@ class plate(Messenger):
         apply_stack(msg)
         self.dim = self._allocate_dim(msg["cond_indep_stack"])
         self._indices = msg["value"]
+        # drawn block by block (handlers.shard_subsample): rows are gathered
+        # within each block
+        self._blocks = msg["infer"].get("subsample_blocks")
         # Handlers such as scope may have renamed the plate on its way up.
         self._frame_name = msg["name"]
         super().__enter__()
@@ -441,7 +445,23 @@ class plate(Messenger):
         data = msg["value"]
         axis = self.dim - msg["kwargs"]["event_dim"]
         if jnp.ndim(data) >= -axis and jnp.shape(data)[axis] == self.size:
-            msg["value"] = jnp.take(data, self._indices, axis=axis)
+            if self._blocks is None:
+                msg["value"] = jnp.take(data, self._indices, axis=axis)
+            else:
+                msg["value"] = _take_by_blocks(data, self._indices, axis, self._blocks)
+
+
+def _take_by_blocks(data, indices, axis: int, blocks: int):
+    """``jnp.take(data, indices, axis)`` for indices drawn block by block: the
+    gather is batched over the blocks, so data sharded by blocks along
+    ``axis`` is read where it lives."""
+    data = jnp.moveaxis(data, axis, 0)
+    per_block = data.shape[0] // blocks
+    grouped = jnp.reshape(data, (blocks, per_block) + data.shape[1:])
+    local = jnp.reshape(indices, (blocks, -1))
+    local = local - per_block * jnp.arange(blocks)[:, None]
+    rows = jax.vmap(lambda group, idx: jnp.take(group, idx, axis=0))(grouped, local)
+    return jnp.moveaxis(jnp.reshape(rows, (-1,) + data.shape[1:]), 0, axis)
 
 
 @contextlib.contextmanager

@@ -53,6 +53,8 @@ def test_readme_snippets_run():
     # the SVI snippet fits w near 2 and the resumed run goes on
     assert abs(float(namespace["result"].params["w_auto_loc"]) - 2.0) < 0.3
     assert namespace["more"].losses.shape == (1000,)
+    # the mini-batch snippet over sharded rows fits w near 2 too
+    assert abs(float(namespace["batch_result"].params["w_auto_loc"]) - 2.0) < 0.1
     # the Flax snippet's trained module carries the trained BatchNorm mean
     trained, result = namespace["trained"], namespace["net_result"]
     trained_mean = result.state.mutable_state["mlp$state"]["norm"]["mean"]

@@ -21,7 +21,7 @@ from probnn.infer.initialization import (
 )
 from probnn.infer.mcmc import MCMC
 from probnn.infer.predictive import Predictive, log_likelihood
-from probnn.infer.svi import SVI, SVIRunResult, SVIState
+from probnn.infer.svi import SVI, SVIRunResult, SVIState, shard_state
 from probnn.infer.util import (
     constrain_fn,
     log_density,
@@ -40,6 +40,7 @@ __all__ = [
     "RenyiELBO",
     "SVIRunResult",
     "SVIState",
+    "shard_state",
     "TraceEnum_ELBO",
     "TraceMeanField_ELBO",
     "Trace_ELBO",

@@ -19,6 +19,7 @@ from probnn.distributions.util import is_concrete
 from probnn.handlers import replay, seed, substitute, trace
 from probnn.infer.elbo import is_latent
 from probnn.infer.util import site_transform, transform_fn
+from probnn.runtime import Messenger
 
 __all__ = ["SVI", "SVIRunResult", "SVIState"]
 
@@ -165,6 +166,105 @@ def _join_static(dynamic, static_part):
     return jax.tree.unflatten(treedef, leaves)
 
 
+def shard_state(state: SVIState, shardings: dict, mesh=None) -> SVIState:
+    """Place an :class:`SVIState` on a mesh with some params sharded.
+
+    Params named in ``shardings`` get the given shardings, and so does every
+    part of the optimiser state laid out like the params (Adam's moments,
+    for example); every other leaf (other params, step counts, mutable
+    state, the key) is replicated over the mesh. The jitted steps of
+    :meth:`SVI.run` (and ``jax.jit(svi.update)``) then keep this placement:
+    XLA partitions the step to match.
+
+    Args:
+        state: e.g. the result of :meth:`SVI.init`.
+        shardings: param site name -> a ``jax.sharding.Sharding`` for the
+            whole site, or a pytree of shardings laid out like the site's
+            value (a prefix of it), e.g. from :func:`probnn.nn.param_shardings`.
+        mesh: mesh for the replicated leaves; by default the mesh of the
+            first ``NamedSharding`` in ``shardings``.
+
+    Returns:
+        The placed state.
+    """
+    params, opt_state = state.optim_state
+    if not isinstance(shardings, dict):
+        raise TypeError(
+            "shard_state: shardings must be a dict from param site name to "
+            f"sharding(s), got {type(shardings).__name__}"
+        )
+    unknown = sorted(set(shardings) - set(params))
+    if unknown:
+        raise ValueError(
+            f"shard_state: shardings has {unknown}, which match no param site; "
+            f"the param sites are {sorted(params)}"
+        )
+    is_sharding = lambda leaf: isinstance(leaf, jax.sharding.Sharding)  # noqa: E731
+    if mesh is None:
+        named = [
+            leaf
+            for leaf in jax.tree.leaves(shardings, is_leaf=is_sharding)
+            if isinstance(leaf, jax.sharding.NamedSharding)
+        ]
+        if not named:
+            raise ValueError(
+                "shard_state: pass mesh= (shardings holds no NamedSharding to "
+                "take it from)"
+            )
+        mesh = named[0].mesh
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    def site_shardings(name, value):
+        given = shardings.get(name, replicated)
+        try:
+            return jax.tree.map(
+                lambda sharding, sub: jax.tree.map(lambda _: sharding, sub),
+                given,
+                value,
+                is_leaf=is_sharding,
+            )
+        except ValueError as error:
+            raise ValueError(
+                f"shard_state: the shardings of param site {name!r} are not laid "
+                f"out like its value: {error}"
+            ) from None
+
+    param_shardings = {name: site_shardings(name, v) for name, v in params.items()}
+    params_structure = jax.tree.structure(params)
+
+    def place_params(tree):
+        try:
+            return jax.device_put(tree, param_shardings)
+        except ValueError as error:
+            raise ValueError(f"shard_state: cannot place the params: {error}") from None
+
+    def place(node):
+        if jax.tree.structure(node) == params_structure:
+            return place_params(node)
+        return jax.device_put(node, replicated)
+
+    opt_state = jax.tree.map(
+        place,
+        opt_state,
+        is_leaf=lambda node: jax.tree.structure(node) == params_structure,
+    )
+    return SVIState(
+        (place_params(params), opt_state),
+        jax.device_put(state.mutable_state, replicated),
+        jax.device_put(state.rng_key, replicated),
+    )
+
+
+def _autoguide_in(guide):
+    """The autoguide that ``guide`` is or wraps (through handlers such as
+    ``scale`` or ``shard_subsample``), or None."""
+    while guide is not None:
+        if callable(getattr(guide, "_setup_prototype", None)):
+            return guide
+        guide = guide.fn if isinstance(guide, Messenger) else None
+    return None
+
+
 class SVI:
     """Stochastic variational inference: fit the guide's (and the model's)
     param sites by minimising an ELBO loss with an optax optimiser.
@@ -237,12 +337,12 @@ class SVI:
         kwargs = {**kwargs, **self.static_kwargs}
         rng_key, model_key, guide_key = jax.random.split(rng_key, 3)
         init_params = dict(init_params or {})
-        setup = getattr(self.guide, "_setup_prototype", None)
-        if setup is not None and self.guide.prototype_trace is None:
+        autoguide = _autoguide_in(self.guide)
+        if autoguide is not None and autoguide.prototype_trace is None:
             # an autoguide keeps concrete initial values from a first run of
             # the model: that run is eager
             with seed(rng_seed=guide_key):
-                setup(*args, **kwargs)
+                autoguide._setup_prototype(*args, **kwargs)
         dynamic, static_part = _split_static((args, kwargs, init_params))
         try:
             compiled, found = self._initializers[static_part]

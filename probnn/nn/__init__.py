@@ -3,7 +3,12 @@
 results written back into Flax objects."""
 
 from probnn.nn._core import module, param_paths, random_module
-from probnn.nn.export import network_params, to_linen_variables, to_nnx
+from probnn.nn.export import (
+    network_params,
+    param_shardings,
+    to_linen_variables,
+    to_nnx,
+)
 from probnn.nn.training import ELBOModule, ModelState
 
 __all__ = [
@@ -12,6 +17,7 @@ __all__ = [
     "module",
     "network_params",
     "param_paths",
+    "param_shardings",
     "random_module",
     "to_linen_variables",
     "to_nnx",

@@ -10,7 +10,9 @@ merged with the params of its uncovered leaves. ``mutable_state`` is
 
 from __future__ import annotations
 
-__all__ = ["network_params", "to_linen_variables", "to_nnx"]
+import jax
+
+__all__ = ["network_params", "param_shardings", "to_linen_variables", "to_nnx"]
 
 
 def _nested(flat: dict) -> dict:
@@ -75,3 +77,36 @@ def to_nnx(name: str, module, values: dict, mutable_state: dict | None = None):
     from probnn.nn.nnx import write_back
 
     return write_back(module, network_params(name, values), _state(name, mutable_state))
+
+
+def param_shardings(name: str, module, mesh=None) -> dict:
+    """Shardings for the param site of the NNX ``module`` registered as
+    :func:`probnn.module` ``name``, from Flax's partitioning metadata, ready
+    for :func:`probnn.infer.shard_state`.
+
+    Args:
+        name: the module's site name.
+        module: the eager ``flax.nnx.Module`` passed to :func:`probnn.module`.
+        mesh: with a mesh, each parameter's partitioning metadata
+            (``nnx.with_partitioning`` / ``sharding_names``) on that mesh
+            (parameters without metadata are replicated); without, the
+            shardings the parameters' arrays already have (modules created
+            under ``jax.set_mesh``).
+
+    Returns:
+        ``{name + "$params": nested dict of shardings}``.
+    """
+    from flax import nnx
+
+    if not isinstance(module, nnx.Module):
+        raise TypeError(
+            f"param_shardings: module {name!r} must be a flax.nnx.Module, got "
+            f"{type(module).__name__}; for other networks give shard_state "
+            "the shardings yourself"
+        )
+    params = nnx.state(module, nnx.Param)
+    if mesh is not None:
+        shardings = nnx.get_named_sharding(params, mesh)
+        return {f"{name}$params": nnx.to_pure_dict(shardings)}
+    values = nnx.to_pure_dict(params)
+    return {f"{name}$params": jax.tree.map(lambda leaf: leaf.sharding, values)}
