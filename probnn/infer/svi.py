@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable
@@ -255,6 +256,14 @@ def shard_state(state: SVIState, shardings: dict, mesh=None) -> SVIState:
     )
 
 
+_RUN_ONCE = {"xla_backend_optimization_level": 0}
+
+
+def _init_keys(rng_key):
+    """(key of the steps, model's key, guide's key) at initialisation."""
+    return tuple(jax.random.split(rng_key, 3))
+
+
 def _autoguide_in(guide):
     """The autoguide that ``guide`` is or wraps (through handlers such as
     ``scale`` or ``shard_subsample``), or None."""
@@ -335,13 +344,12 @@ class SVI:
             The initial :class:`SVIState`.
         """
         kwargs = {**kwargs, **self.static_kwargs}
-        rng_key, model_key, guide_key = jax.random.split(rng_key, 3)
         init_params = dict(init_params or {})
         autoguide = _autoguide_in(self.guide)
         if autoguide is not None and autoguide.prototype_trace is None:
             # an autoguide keeps concrete initial values from a first run of
             # the model: that run is eager
-            with seed(rng_seed=guide_key):
+            with seed(rng_seed=_init_keys(rng_key)[2]):
                 autoguide._setup_prototype(*args, **kwargs)
         dynamic, static_part = _split_static((args, kwargs, init_params))
         try:
@@ -352,13 +360,14 @@ class SVI:
             # one compiled run costs less than running every operation of
             # model and guide eagerly (each compiled on its own); it is kept,
             # so a later init with arguments of the same structure reuses it
-            params, opt_state, mutable_state = compiled(model_key, guide_key, dynamic)
+            params, opt_state, mutable_state, rng_key = compiled(rng_key, dynamic)
         except (
             jax.errors.ConcretizationTypeError,
             jax.errors.TracerArrayConversionError,
             jax.errors.TracerIntegerConversionError,
         ):
             # model or guide needs concrete values at initialisation
+            rng_key, model_key, guide_key = _init_keys(rng_key)
             params, mutable_state, found["transforms"] = self._initial_values(
                 model_key, guide_key, args, kwargs, init_params
             )
@@ -368,19 +377,23 @@ class SVI:
         return SVIState((params, opt_state), mutable_state or None, rng_key)
 
     def _initializer(self, static_part):
-        """A jitted ``(model_key, guide_key, dynamic_args) -> (params,
-        opt_state, mutable_state)`` and the dict that receives the params'
+        """A jitted ``(rng_key, dynamic_args) -> (params, opt_state,
+        mutable_state, next rng_key)`` and the dict that receives the params'
         transforms when it is traced."""
         found = {}
 
-        @jax.jit
-        def initial_values(model_key, guide_key, dynamic):
+        # it runs once: XLA's optimisation passes would cost more compile
+        # time than they save (random initialisers of big networks compile
+        # about twice as fast without them)
+        @functools.partial(jax.jit, compiler_options=_RUN_ONCE)
+        def initial_values(rng_key, dynamic):
             call_args, call_kwargs, values = _join_static(dynamic, static_part)
+            rng_key, model_key, guide_key = _init_keys(rng_key)
             params, mutable_state, found["transforms"] = self._initial_values(
                 model_key, guide_key, call_args, call_kwargs, values
             )
             params, mutable_state = _strongly_typed((params, mutable_state))
-            return params, self.optim.init(params), mutable_state
+            return params, self.optim.init(params), mutable_state, rng_key
 
         try:
             self._initializers[static_part] = (initial_values, found)
