@@ -212,5 +212,6 @@ def main():
             f"{steady / ref_steady:7.2f}"
         )
 
+
 if __name__ == "__main__":
     main()
