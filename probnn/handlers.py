@@ -25,7 +25,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from probnn.enumeration import config_enumerate, enum
-from probnn.runtime import _STACK, Message, Messenger, apply_stack, draw
+from probnn.runtime import (
+    _STACK,
+    Message,
+    Messenger,
+    apply_stack,
+    draw,
+    missing_key,
+)
 
 __all__ = [
     "config_enumerate",
@@ -496,9 +503,11 @@ class do(_ValueSetter):
         msg["stop"] = True
 
 
-def _block_indices(blocks: int, size: int, subsample_size: int, rng_key=None):
+def _block_indices(name, blocks: int, size: int, subsample_size: int, rng_key=None):
     """``subsample_size`` indices, ``subsample_size // blocks`` from each of
     ``blocks`` equal contiguous blocks of ``range(size)``, block by block."""
+    if rng_key is None:
+        missing_key("plate", name)
     per_block, taken = size // blocks, subsample_size // blocks
     keys = jax.random.split(rng_key, blocks)
     local = jax.vmap(lambda key: jax.random.permutation(key, per_block)[:taken])(keys)
@@ -571,7 +580,7 @@ class shard_subsample(Messenger):
                 f"subsample_size {subsample_size}: both must be multiples of "
                 f"its {blocks} blocks"
             )
-        msg["fn"] = functools.partial(_block_indices, blocks)
+        msg["fn"] = functools.partial(_block_indices, msg["name"], blocks)
         msg["infer"] = {**msg["infer"], "subsample_blocks": blocks}
 
 

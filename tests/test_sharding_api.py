@@ -207,3 +207,9 @@ def test_param_shardings_read_nnx_metadata_and_refuse_other_networks():
     assert from_arrays["kernel"].spec == PartitionSpec(None, "model")
     with pytest.raises(TypeError, match="'dense' must be a flax.nnx.Module, got Dense"):
         param_shardings("dense", linen.Dense(3))
+
+
+def test_drawing_blocked_indices_without_a_seed_names_the_plate():
+    sharded = shard_subsample(rows_model, shards={"data": BLOCKS})
+    with pytest.raises(ValueError, match="plate site 'data' needs a random key"):
+        sharded(jnp.zeros((N, 1)))
