@@ -578,7 +578,10 @@ def _is_turning(inverse_mass, r_left, r_right, r_sum):
     rho = r_sum - 0.5 * (r_left + r_right)
     v_left = hu.velocity(inverse_mass, r_left)
     v_right = hu.velocity(inverse_mass, r_right)
-    return (jnp.dot(v_left, rho) <= 0) | (jnp.dot(v_right, rho) <= 0)
+    # products summed elementwise rather than as ``dot``: batched over the
+    # checkpoints, XLA's CPU backend would send a tiny matrix-vector product
+    # to its matrix library, which costs more than the rest of a cheap leaf
+    return (jnp.sum(v_left * rho, -1) <= 0) | (jnp.sum(v_right * rho, -1) <= 0)
 
 
 class NUTS(HMC):
