@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pathlib
 import statistics
 import subprocess
 import sys
@@ -54,6 +53,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _results import write_json
 
 SCALE = 1.0  # emission scale, fixed (not a parameter)
 DATA_SEED = 0
@@ -364,10 +364,7 @@ def main(argv=None):
             "results": results,
             "notes": notes,
         }
-        path = pathlib.Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(payload, indent=2))
-        print(f"wrote {args.json}")
+        write_json(args.json, payload)
     return results
 
 

@@ -59,7 +59,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import pathlib
 import statistics
 import subprocess
 import sys
@@ -69,6 +68,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _results import write_json
 
 IMPLS = ("probnn", "numpyro", "blackjax")
 WORKLOADS = ("logreg", "eight_schools")
@@ -426,10 +426,7 @@ def main(argv=None):
             "ess": ess_name,
             "workloads": report,
         }
-        path = pathlib.Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(payload, indent=2))
-        print(f"wrote {args.json}")
+        write_json(args.json, payload)
     return report
 
 

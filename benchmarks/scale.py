@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pathlib
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _results import write_json
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import probnn
@@ -236,10 +236,7 @@ def main(argv=None):
             "repeats": args.repeats,
             **report,
         }
-        path = pathlib.Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(payload, indent=2))
-        print(f"wrote {args.json}")
+        write_json(args.json, payload)
     return report
 
 

@@ -166,6 +166,24 @@ def held_out_elbo(model, guide, params, mutable_state, x_train, x_test):
     return -float(test_loss) / x_test.shape[0], float(baseline.mean())
 
 
+def report_fit(
+    losses, n_train, test_elbo_per_image, baseline_per_image, reconstruction_error
+):
+    """Print the training loss per image (first step, mean of the last 5% of
+    steps), the held-out ELBO and the reconstruction error; return the two
+    training figures."""
+    window = max(1, len(losses) // 20)
+    first_loss = float(losses[0]) / n_train
+    final_loss = float(np.mean(np.asarray(losses[-window:]))) / n_train
+    print(f"negative ELBO per training image: {first_loss:.2f} -> {final_loss:.2f}")
+    print(
+        f"held-out ELBO per image: {test_elbo_per_image:.2f} nats (the mean "
+        f"training image scores {baseline_per_image:.2f})"
+    )
+    print(f"held-out mean absolute pixel error: {reconstruction_error:.3f}")
+    return first_loss, final_loss
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5000)
@@ -207,15 +225,9 @@ def main(argv=None):
     plot_digits(args.out / "digits.png", originals, reconstructions, samples)
     plot_loss(args.out / "loss.png", losses, n_train)
 
-    window = max(1, args.steps // 20)
-    first_loss = float(losses[0]) / n_train
-    final_loss = float(jnp.mean(losses[-window:])) / n_train
-    print(f"negative ELBO per training image: {first_loss:.2f} -> {final_loss:.2f}")
-    print(
-        f"held-out ELBO per image: {test_elbo_per_image:.2f} nats (the mean "
-        f"training image scores {baseline_per_image:.2f})"
+    first_loss, final_loss = report_fit(
+        losses, n_train, test_elbo_per_image, baseline_per_image, reconstruction_error
     )
-    print(f"held-out mean absolute pixel error: {reconstruction_error:.3f}")
     print(f"{args.steps} steps (compile included) in {train_seconds:.1f} s")
     print(f"wrote {args.out / 'digits.png'} and {args.out / 'loss.png'}")
     return {

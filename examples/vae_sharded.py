@@ -190,15 +190,9 @@ def main(argv=None):
     )
     vae.plot_loss(args.out / "loss.png", losses, n_train)
 
-    window = max(1, args.steps // 20)
-    first_loss = float(losses[0]) / n_train
-    final_loss = float(np.mean(losses[-window:])) / n_train
-    print(f"negative ELBO per training image: {first_loss:.2f} -> {final_loss:.2f}")
-    print(
-        f"held-out ELBO per image: {test_elbo_per_image:.2f} nats (the mean "
-        f"training image scores {baseline_per_image:.2f})"
+    first_loss, final_loss = vae.report_fit(
+        losses, n_train, test_elbo_per_image, baseline_per_image, reconstruction_error
     )
-    print(f"held-out mean absolute pixel error: {reconstruction_error:.3f}")
     steps_per_second = (args.steps - 1) / train_seconds if args.steps > 1 else 0.0
     print(
         f"first step (compile) {compile_seconds:.1f} s, then "

@@ -554,12 +554,10 @@ class shard_subsample(Messenger):
                 f"to number of blocks, got {shards!r}"
             )
         for name, blocks in shards.items():
-            if isinstance(blocks, bool) or not isinstance(blocks, int | np.integer):
-                raise ValueError(
-                    f"shard_subsample: plate {name!r}: number of blocks must be "
-                    f"a positive int, got {blocks!r}"
-                )
-            if blocks < 1:
+            integer = isinstance(blocks, int | np.integer) and not isinstance(
+                blocks, bool
+            )
+            if not integer or blocks < 1:
                 raise ValueError(
                     f"shard_subsample: plate {name!r}: number of blocks must be "
                     f"a positive int, got {blocks!r}"

@@ -22,7 +22,7 @@ from probnn.infer.elbo import is_latent
 from probnn.infer.util import site_transform, transform_fn
 from probnn.runtime import Messenger
 
-__all__ = ["SVI", "SVIRunResult", "SVIState"]
+__all__ = ["SVI", "SVIRunResult", "SVIState", "shard_state"]
 
 
 class SVIState(NamedTuple):
@@ -233,24 +233,20 @@ def shard_state(state: SVIState, shardings: dict, mesh=None) -> SVIState:
     param_shardings = {name: site_shardings(name, v) for name, v in params.items()}
     params_structure = jax.tree.structure(params)
 
-    def place_params(tree):
+    def like_params(node):
+        return jax.tree.structure(node) == params_structure
+
+    def place(node):
+        if not like_params(node):
+            return jax.device_put(node, replicated)
         try:
-            return jax.device_put(tree, param_shardings)
+            return jax.device_put(node, param_shardings)
         except ValueError as error:
             raise ValueError(f"shard_state: cannot place the params: {error}") from None
 
-    def place(node):
-        if jax.tree.structure(node) == params_structure:
-            return place_params(node)
-        return jax.device_put(node, replicated)
-
-    opt_state = jax.tree.map(
-        place,
-        opt_state,
-        is_leaf=lambda node: jax.tree.structure(node) == params_structure,
-    )
+    opt_state = jax.tree.map(place, opt_state, is_leaf=like_params)
     return SVIState(
-        (place_params(params), opt_state),
+        (place(params), opt_state),
         jax.device_put(state.mutable_state, replicated),
         jax.device_put(state.rng_key, replicated),
     )
