@@ -47,6 +47,16 @@ def _update_progress(holder, count, phase):
         holder[0].update(count, phase)
 
 
+def _unbatched(run_chain):
+    """``run_chain`` over a leading chain axis of length one, run unbatched."""
+
+    def run(states, args, kwargs):
+        out = run_chain(jax.tree.map(lambda x: x[0], states), args, kwargs)
+        return jax.tree.map(lambda x: x[None], out)
+
+    return run
+
+
 def _field(state: HMCState, name: str):
     if name.startswith("adapt_state."):
         return getattr(state.adapt_state, name.split(".", 1)[1])
@@ -81,6 +91,7 @@ class MCMC:
             (``vmap`` on one device) or ``"sequential"`` (one after
             another, compiled once). With more chains than devices,
             ``"parallel"`` warns and places several chains on each device.
+            A single chain runs unbatched by every method.
         progress_bar: show a tqdm bar, updated from inside the compiled loop
             about twenty times per phase.
         jit_model_args: accepted for NumPyro compatibility; model arguments
@@ -387,6 +398,11 @@ class MCMC:
             if used > 1:
                 return self._sharded(run_chain, devices[:used])
             method = "vectorized"
+        if num_chains == 1:
+            # one chain needs no batching: under ``vmap`` its while loops
+            # would carry a batched predicate, selecting every carried value
+            # on every iteration
+            return jax.jit(_unbatched(run_chain))
         if method == "vectorized":
             return jax.jit(jax.vmap(run_chain, in_axes=(0, None, None)))
         compiled = jax.jit(run_chain)
@@ -408,13 +424,11 @@ class MCMC:
 
         per_device = self.num_chains // len(devices)
 
-        def local(states, args, kwargs):
-            if per_device == 1:
-                # the same (unbatched) computation as chain_method="sequential"
-                state = jax.tree.map(lambda x: x[0], states)
-                out = run_chain(state, args, kwargs)
-                return jax.tree.map(lambda x: x[None], out)
-            return jax.vmap(run_chain, in_axes=(0, None, None))(states, args, kwargs)
+        if per_device == 1:
+            # the same (unbatched) computation as chain_method="sequential"
+            local = _unbatched(run_chain)
+        else:
+            local = jax.vmap(run_chain, in_axes=(0, None, None))
 
         mapped = jax.jit(
             jax.shard_map(

@@ -328,6 +328,27 @@ def test_sequential_and_vectorized_chains_agree(adapt):
 # -- warmup, continuation, extra fields ---------------------------------------------
 
 
+def test_one_chain_runs_unbatched_by_every_method():
+    """A single chain is never vmapped (a batched while loop would select
+    every carried value on every leapfrog): all three methods compile the
+    same unbatched chain, so the draws agree bit for bit (a vmapped chain
+    agrees only to rounding, see above)."""
+    draws = {}
+    for method in ("sequential", "vectorized", "parallel"):
+        mcmc = MCMC(
+            NUTS(normal_model),
+            num_warmup=50,
+            num_samples=100,
+            chain_method=method,
+            progress_bar=False,
+        )
+        mcmc.run(jax.random.PRNGKey(3), Y)
+        draws[method] = np.asarray(mcmc.get_samples()["mu"])
+        assert mcmc.last_state.z.shape == (1, 1)
+    np.testing.assert_array_equal(draws["sequential"], draws["vectorized"])
+    np.testing.assert_array_equal(draws["sequential"], draws["parallel"])
+
+
 def test_warmup_then_run():
     mcmc = MCMC(NUTS(normal_model), num_warmup=200, num_samples=300, progress_bar=False)
     mcmc.warmup(jax.random.PRNGKey(10), Y, collect_warmup=True)
