@@ -572,6 +572,26 @@ class _Subtree(NamedTuple):
     key: Any
 
 
+def _uniform_of_key(key, dtype):
+    """A uniform draw in (0, 1) read off a fresh key's own random words.
+
+    A split key's words are already the generator's output; using one as
+    the draw's bits saves ``jax.random.uniform``'s second pass through the
+    generator, which costs a small model's NUTS leaf about a third of its
+    time on CPU."""
+    words = jax.random.key_data(key) if _is_typed_key(key) else key
+    bits = jnp.ravel(words)[0].astype(jnp.uint32)
+    # the top 23 bits as the mantissa of a float in [1, 2)
+    mantissa = jax.lax.shift_right_logical(bits, jnp.uint32(9)) | jnp.uint32(0x3F800000)
+    unit = jax.lax.bitcast_convert_type(mantissa, jnp.float32) - 1.0
+    # (0, 1): half a spacing above zero keeps the logarithm finite
+    return (unit + 2.0**-24).astype(dtype)
+
+
+def _is_typed_key(key):
+    return jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+
+
 def _is_turning(inverse_mass, r_left, r_right, r_sum):
     # Betancourt's generalized criterion with Stan's correction for the
     # end points' own momenta
@@ -679,10 +699,7 @@ class NUTS(HMC):
                 )
                 key, draw_key = jax.random.split(sub.key)
                 log_w = jnp.logaddexp(sub.log_weight, leaf_log_w)
-                take = (
-                    jnp.log(jax.random.uniform(draw_key, dtype=dtype))
-                    < leaf_log_w - log_w
-                )
+                take = jnp.log(_uniform_of_key(draw_key, dtype)) < leaf_log_w - log_w
                 r_sum = sub.r_sum + r
                 # checkpoints: even leaves start balanced sub-trees, odd
                 # leaves end them (as many as n has trailing one bits)

@@ -294,8 +294,8 @@ def test_same_key_same_samples():
 @pytest.mark.parametrize("adapt", [False, True], ids=["fixed-step", "adapted"])
 def test_sequential_and_vectorized_chains_agree(adapt):
     """Chain c draws from split(key, num_chains)[c] whichever the method; the
-    vectorized chains compute the same numbers (NumPyro's draws agree
-    exactly here, step-size and mass adaptation included)."""
+    vectorized chains compute the same numbers up to rounding, step-size
+    and mass adaptation included."""
     kernel_kwargs = (
         {}
         if adapt
@@ -318,8 +318,11 @@ def test_sequential_and_vectorized_chains_agree(adapt):
         mcmc.run(jax.random.PRNGKey(9), Y)
         samples[method] = np.asarray(mcmc.get_samples(group_by_chain=True)["mu"])
     assert samples["sequential"].shape == (2, 200)
+    # same path up to rounding: batched and unbatched code may round the
+    # last bit differently, which a few hundred adaptive steps amplify a
+    # little (a different key stream would differ at the first draw)
     np.testing.assert_allclose(
-        samples["sequential"], samples["vectorized"], rtol=1e-6, atol=1e-6
+        samples["sequential"], samples["vectorized"], rtol=1e-5, atol=1e-5
     )
     # the two chains are not copies of each other
     assert not np.allclose(samples["sequential"][0], samples["sequential"][1])
@@ -529,3 +532,20 @@ def test_initial_point_with_non_finite_density_names_the_site():
     mcmc = MCMC(NUTS(model), num_warmup=10, num_samples=10, progress_bar=False)
     with pytest.raises(RuntimeError, match="'count'"):
         mcmc.run(jax.random.PRNGKey(0), -1.0)
+
+
+def test_leaf_uniforms_read_off_keys_are_uniform():
+    """NUTS's per-leaf selection draws read a split key's words as bits:
+    uniform on (0, 1) by a Kolmogorov-Smirnov test, never 0 or 1, the same
+    for raw and typed keys of the same seed."""
+    from probnn.infer.hmc import _uniform_of_key
+
+    keys = jax.random.split(jax.random.PRNGKey(0), 20000)
+    u = np.asarray(jax.vmap(lambda k: _uniform_of_key(k, jnp.float32))(keys))
+    assert 0.0 < u.min() and u.max() < 1.0
+    assert stats.kstest(u, "uniform").pvalue > 1e-3
+    typed = jax.random.wrap_key_data(keys)
+    u_typed = np.asarray(jax.vmap(lambda k: _uniform_of_key(k, jnp.float32))(typed))
+    np.testing.assert_array_equal(u, u_typed)
+    # successive leaves' draws are not correlated
+    assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 0.03
