@@ -90,7 +90,11 @@ class MCMC:
             ``shard_map``, several per device if needed), ``"vectorized"``
             (``vmap`` on one device) or ``"sequential"`` (one after
             another, compiled once). With more chains than devices,
-            ``"parallel"`` warns and places several chains on each device.
+            ``"parallel"`` warns and places several chains on each device
+            (vectorized there); left with one device it runs them one
+            after another on CPU (as NumPyro does: a vectorized batch of
+            NUTS chains steps every chain until the longest trajectory
+            ends) and vectorized on an accelerator.
             A single chain runs unbatched by every method.
         progress_bar: show a tqdm bar, updated from inside the compiled loop
             about twenty times per phase.
@@ -381,22 +385,31 @@ class MCMC:
         num_chains = self.num_chains
         if method == "parallel":
             devices = jax.local_devices()
-            if num_chains > len(devices):
-                warnings.warn(
-                    f"MCMC: {num_chains} chains but {len(devices)} device(s); "
-                    "chain_method='parallel' places several chains on each device "
-                    "(vectorized there)",
-                    UserWarning,
-                    stacklevel=4,
-                )
             used = max(
                 d
                 for d in range(1, min(num_chains, len(devices)) + 1)
                 if num_chains % d == 0
             )
+            # left on one device: one after another on CPU, where a
+            # vectorized batch of NUTS chains steps every chain until the
+            # longest trajectory ends (NumPyro falls back the same way);
+            # vectorized on an accelerator, where the batch is nearly free
+            fallback = "sequential" if devices[0].platform == "cpu" else "vectorized"
+            if num_chains > len(devices):
+                where = (
+                    "places several chains on each device (vectorized there)"
+                    if used > 1
+                    else f"runs them on one device ({fallback})"
+                )
+                warnings.warn(
+                    f"MCMC: {num_chains} chains but {len(devices)} device(s); "
+                    f"chain_method='parallel' {where}",
+                    UserWarning,
+                    stacklevel=4,
+                )
             if used > 1:
                 return self._sharded(run_chain, devices[:used])
-            method = "vectorized"
+            method = fallback
         if num_chains == 1:
             # one chain needs no batching: under ``vmap`` its while loops
             # would carry a batched predicate, selecting every carried value

@@ -464,6 +464,33 @@ def test_parallel_chains_beyond_devices_warn_and_still_run():
     assert mcmc.get_samples(group_by_chain=True)["mu"].shape == (chains, 50)
 
 
+def test_parallel_on_one_cpu_device_falls_back_to_sequential():
+    """Several chains, "parallel", one CPU device: the chains run one after
+    another, as NumPyro does (a vectorized batch of NUTS chains steps every
+    chain until the longest trajectory ends), so the draws are exactly the
+    "sequential" method's, and the warning says so."""
+    if jax.local_device_count() != 1 or jax.devices()[0].platform != "cpu":
+        pytest.fail("this test expects the suite's single CPU device")
+    draws = {}
+    for method in ("sequential", "parallel"):
+        mcmc = MCMC(
+            NUTS(normal_model),
+            num_warmup=50,
+            num_samples=50,
+            num_chains=2,
+            chain_method=method,
+            progress_bar=False,
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mcmc.run(jax.random.PRNGKey(4), Y)
+        messages = [str(w.message) for w in caught if w.category is UserWarning]
+        draws[method] = np.asarray(mcmc.get_samples(group_by_chain=True)["mu"])
+    (message,) = messages
+    assert "2 chains but 1 device" in message and "sequential" in message
+    np.testing.assert_array_equal(draws["sequential"], draws["parallel"])
+
+
 # -- progress bar ---------------------------------------------------------------------
 
 
