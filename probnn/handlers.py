@@ -55,14 +55,18 @@ __all__ = [
 _KEY_SITES = ("sample", "plate", "prng_key", "param")
 
 
+def is_typed_key(key) -> bool:
+    """Whether ``key`` is a typed JAX key (``jax.random.key``) rather than raw
+    ``uint32`` key data (``jax.random.PRNGKey``)."""
+    return jax.dtypes.issubdtype(jnp.result_type(key), jax.dtypes.prng_key)
+
+
 def _as_key(rng_seed):
     if rng_seed is None:
         raise ValueError("seed: rng_seed must be an int or a JAX random key, got None")
     if isinstance(rng_seed, int | np.integer):
         return jax.random.PRNGKey(int(rng_seed))
-    if jnp.ndim(rng_seed) == 0 and not jax.dtypes.issubdtype(
-        jnp.result_type(rng_seed), jax.dtypes.prng_key
-    ):
+    if jnp.ndim(rng_seed) == 0 and not is_typed_key(rng_seed):
         return jax.random.PRNGKey(rng_seed)
     return rng_seed
 

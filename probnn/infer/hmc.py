@@ -19,7 +19,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from probnn.enumeration import is_enumerated
-from probnn.handlers import block, seed, substitute, trace
+from probnn.handlers import block, is_typed_key, seed, substitute, trace
 from probnn.infer import hmc_util as hu
 from probnn.infer.initialization import init_to_uniform
 from probnn.infer.util import constrain_fn, potential_energy, site_transform
@@ -579,17 +579,13 @@ def _uniform_of_key(key, dtype):
     the draw's bits saves ``jax.random.uniform``'s second pass through the
     generator, which costs a small model's NUTS leaf about a third of its
     time on CPU."""
-    words = jax.random.key_data(key) if _is_typed_key(key) else key
+    words = jax.random.key_data(key) if is_typed_key(key) else key
     bits = jnp.ravel(words)[0].astype(jnp.uint32)
     # the top 23 bits as the mantissa of a float in [1, 2)
     mantissa = jax.lax.shift_right_logical(bits, jnp.uint32(9)) | jnp.uint32(0x3F800000)
     unit = jax.lax.bitcast_convert_type(mantissa, jnp.float32) - 1.0
     # (0, 1): half a spacing above zero keeps the logarithm finite
     return (unit + 2.0**-24).astype(dtype)
-
-
-def _is_typed_key(key):
-    return jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
 
 
 def _is_turning(inverse_mass, r_left, r_right, r_sum):

@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from probnn.infer.hmc import HMCState, _is_typed_key
+from probnn.handlers import is_typed_key
+from probnn.infer.hmc import HMCState
 
 __all__ = ["MCMC"]
 
@@ -284,7 +285,7 @@ class MCMC:
         """One key per chain: split from ``rng_key``, or ``rng_key`` itself
         when it already holds one key per chain (e.g. ``last_state.rng_key``)."""
         rng_key = jnp.asarray(rng_key)
-        batch_ndim = rng_key.ndim if _is_typed_key(rng_key) else rng_key.ndim - 1
+        batch_ndim = rng_key.ndim if is_typed_key(rng_key) else rng_key.ndim - 1
         if batch_ndim == 0:
             return jax.random.split(rng_key, self.num_chains)
         if rng_key.shape[0] != self.num_chains or batch_ndim != 1:

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from probnn.handlers import is_typed_key
 from probnn.nn._bridge import Bridge
 
 __all__ = ["NNXBridge", "write_back"]
@@ -106,7 +107,7 @@ def _stream_seed(path: tuple) -> int:
 
 def _typed_key(key) -> jax.Array:
     key = jnp.asarray(key)
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if is_typed_key(key):
         return key
     return jax.random.wrap_key_data(key)
 
