@@ -28,6 +28,7 @@ from probnn.distributions.util import (
     batch_shape_of,
     is_concrete,
     log1mexp,
+    log1p_exp_neg_abs,
 )
 
 __all__ = [
@@ -89,11 +90,9 @@ class Bernoulli(BinaryProbsLogits, Distribution):
             logits = self._logits
             # -(softplus(l) - l v), written so that both tails keep their
             # digits: for v = 1 and large l the l's cancel exactly and the
-            # small log1p term survives; one exp and one log1p per element
+            # small log(1 + exp(-|l|)) term survives
             return -(
-                jnp.maximum(logits, 0.0)
-                - logits * value
-                + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+                jnp.maximum(logits, 0.0) - logits * value + log1p_exp_neg_abs(logits)
             )
         # integer values carry no tangent; as floats xlogy can differentiate
         value = jnp.asarray(value, jnp.result_type(self._probs, float))

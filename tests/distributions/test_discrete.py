@@ -1279,3 +1279,48 @@ def test_constructor_errors_are_clear():
         dist.OrderedLogistic(0.0, 1.0)
     with pytest.raises(ValueError, match="ZeroInflatedProbs.*discrete"):
         dist.ZeroInflatedProbs(dist.Normal(0.0, 1.0), 0.5)
+
+
+# -- the shared log(1 + exp(-|x|)) of logits families ---------------------------------
+
+
+def _logits_grid():
+    dense = np.linspace(-87.0, 87.0, 174001)
+    tiny = np.geomspace(1e-30, 1.0, 2001)
+    return np.concatenate([dense, tiny, -tiny, [0.0]]).astype(np.float32)
+
+
+def test_log1p_exp_neg_abs_and_its_derivatives_match_float64():
+    from probnn.distributions.util import log1p_exp_neg_abs, log_sigmoid_pair
+
+    x = _logits_grid()
+    x64 = f64(x)
+    value = np.asarray(jax.jit(log1p_exp_neg_abs)(x), np.float64)
+    np.testing.assert_allclose(value, np.log1p(np.exp(-np.abs(x64))), rtol=5e-7)
+    # log sigmoid of +-x share that tail and keep their digits in both tails
+    log_p, log_q = jax.jit(log_sigmoid_pair)(x)
+    np.testing.assert_allclose(f64(log_p), -np.logaddexp(0.0, -x64), rtol=5e-7)
+    np.testing.assert_allclose(f64(log_q), -np.logaddexp(0.0, x64), rtol=5e-7)
+    # max(x, 0) + tail is softplus: first derivative sigmoid, second sigmoid',
+    # also at x = 0 exactly, where both |x| and max(x, 0) have kinks
+    softplus = lambda t: jnp.maximum(t, 0.0) + log1p_exp_neg_abs(t)  # noqa: E731
+    first = jax.jit(jax.vmap(jax.grad(softplus)))(x)
+    second = jax.jit(jax.vmap(jax.grad(jax.grad(softplus))))(x)
+    sigmoid = special.expit(x64)
+    np.testing.assert_allclose(f64(first), sigmoid, rtol=5e-7, atol=1e-30)
+    np.testing.assert_allclose(
+        f64(second), sigmoid * (1 - sigmoid), rtol=1e-6, atol=1e-12
+    )
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, 0.3])
+def test_bernoulli_logits_gradient_at_zero_logits(value):
+    # d/dl [v l - softplus(l)] = v - sigmoid(l) = v - 1/2 at l = 0; autodiff
+    # through |l| and max(l, 0) used to give v (the kinks summed to 1 there)
+    def log_prob(logits):
+        return dist.Bernoulli(logits=logits).log_prob(value)
+
+    grad = jax.grad(log_prob)(0.0)
+    assert float(grad) == pytest.approx(value - 0.5, abs=1e-7)
+    hess = jax.grad(jax.grad(log_prob))(0.0)
+    assert float(hess) == pytest.approx(-0.25, abs=1e-7)
