@@ -28,7 +28,7 @@ from probnn.distributions.util import (
     batch_shape_of,
     is_concrete,
     log1mexp,
-    log1p_exp_neg_abs,
+    softplus_parts,
 )
 
 __all__ = [
@@ -91,9 +91,8 @@ class Bernoulli(BinaryProbsLogits, Distribution):
             # -(softplus(l) - l v), written so that both tails keep their
             # digits: for v = 1 and large l the l's cancel exactly and the
             # small log(1 + exp(-|l|)) term survives
-            return -(
-                jnp.maximum(logits, 0.0) - logits * value + log1p_exp_neg_abs(logits)
-            )
+            positive, _, tail = softplus_parts(logits)
+            return -(positive - logits * value + tail)
         # integer values carry no tangent; as floats xlogy can differentiate
         value = jnp.asarray(value, jnp.result_type(self._probs, float))
         return xlogy(value, self._probs) + xlog1py(1 - value, -self._probs)

@@ -1281,7 +1281,7 @@ def test_constructor_errors_are_clear():
         dist.ZeroInflatedProbs(dist.Normal(0.0, 1.0), 0.5)
 
 
-# -- the shared log(1 + exp(-|x|)) of logits families ---------------------------------
+# -- the softplus pieces shared by the logits families ---------------------------------
 
 
 def _logits_grid():
@@ -1290,24 +1290,37 @@ def _logits_grid():
     return np.concatenate([dense, tiny, -tiny, [0.0]]).astype(np.float32)
 
 
-def test_log1p_exp_neg_abs_and_its_derivatives_match_float64():
-    from probnn.distributions.util import log1p_exp_neg_abs, log_sigmoid_pair
+def test_softplus_parts_match_float64():
+    from probnn.distributions.util import log_sigmoid_pair, softplus_parts
 
     x = _logits_grid()
     x64 = f64(x)
-    value = np.asarray(jax.jit(log1p_exp_neg_abs)(x), np.float64)
-    np.testing.assert_allclose(value, np.log1p(np.exp(-np.abs(x64))), rtol=5e-7)
+    positive, negative, tail = jax.jit(softplus_parts)(x)
+    np.testing.assert_array_equal(positive, np.maximum(x, 0))
+    np.testing.assert_array_equal(negative, np.maximum(-x, 0))
+    np.testing.assert_allclose(f64(tail), np.log1p(np.exp(-np.abs(x64))), rtol=5e-7)
     # log sigmoid of +-x share that tail and keep their digits in both tails
     log_p, log_q = jax.jit(log_sigmoid_pair)(x)
     np.testing.assert_allclose(f64(log_p), -np.logaddexp(0.0, -x64), rtol=5e-7)
     np.testing.assert_allclose(f64(log_q), -np.logaddexp(0.0, x64), rtol=5e-7)
-    # max(x, 0) + tail is softplus: first derivative sigmoid, second sigmoid',
-    # also at x = 0 exactly, where both |x| and max(x, 0) have kinks
-    softplus = lambda t: jnp.maximum(t, 0.0) + log1p_exp_neg_abs(t)  # noqa: E731
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_softplus_parts_derivatives_are_sigmoid_also_at_zero(sign):
+    # softplus(+-x) from the parts: first derivative +-sigmoid(+-x), second
+    # sigmoid', also at x = 0 exactly, where |x| and max(x, 0) have kinks
+    from probnn.distributions.util import softplus_parts
+
+    def softplus(t):
+        positive, negative, tail = softplus_parts(t)
+        return (positive if sign > 0 else negative) + tail
+
+    x = _logits_grid()
+    sigmoid = special.expit(f64(x))
     first = jax.jit(jax.vmap(jax.grad(softplus)))(x)
     second = jax.jit(jax.vmap(jax.grad(jax.grad(softplus))))(x)
-    sigmoid = special.expit(x64)
-    np.testing.assert_allclose(f64(first), sigmoid, rtol=5e-7, atol=1e-30)
+    expected = sign * special.expit(sign * f64(x))
+    np.testing.assert_allclose(f64(first), expected, rtol=5e-7, atol=1e-30)
     np.testing.assert_allclose(
         f64(second), sigmoid * (1 - sigmoid), rtol=1e-6, atol=1e-12
     )
