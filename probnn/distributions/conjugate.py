@@ -20,7 +20,11 @@ from probnn.distributions._discrete_special import (
     _promote,
 )
 from probnn.distributions.distribution import Distribution
-from probnn.distributions.util import BinaryProbsLogits, batch_shape_of
+from probnn.distributions.util import (
+    BinaryProbsLogits,
+    batch_shape_of,
+    log_sigmoid_pair,
+)
 
 __all__ = [
     "BetaBinomial",
@@ -67,8 +71,7 @@ class GammaPoisson(Distribution):
 
     def _log_probs_pair(self):
         """(log p, log(1 - p))."""
-        z = self._log_odds()
-        return jax.nn.log_sigmoid(z), jax.nn.log_sigmoid(-z)
+        return log_sigmoid_pair(self._log_odds())
 
     def sample(self, key, sample_shape=()):
         shape = tuple(sample_shape) + self.batch_shape

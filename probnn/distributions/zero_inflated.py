@@ -10,6 +10,7 @@ from probnn.distributions import constraints
 from probnn.distributions._discrete_special import _float, _promote
 from probnn.distributions.discrete import Poisson
 from probnn.distributions.distribution import Distribution
+from probnn.distributions.util import log_sigmoid_pair
 
 __all__ = ["ZeroInflatedLogits", "ZeroInflatedPoisson", "ZeroInflatedProbs"]
 
@@ -120,8 +121,7 @@ class ZeroInflatedLogits(ZeroInflatedProbs):
         return jax.nn.sigmoid(self.gate_logits)
 
     def _log_gates(self):
-        logits = _float(self.gate_logits)
-        return jax.nn.log_sigmoid(logits), jax.nn.log_sigmoid(-logits)
+        return log_sigmoid_pair(_float(self.gate_logits))
 
 
 class ZeroInflatedPoisson(ZeroInflatedProbs):
