@@ -65,12 +65,12 @@ def _field(state: HMCState, name: str):
 
 
 class MCMC:
-    """Run a kernel (:class:`probnn.infer.NUTS` or :class:`probnn.infer.HMC`)
+    """Run a sampler (:class:`probnn.infer.NUTS` or :class:`probnn.infer.HMC`)
     for ``num_warmup`` adaptation iterations and ``num_samples`` draws on
     ``num_chains`` chains.
 
     Args:
-        kernel: the kernel.
+        sampler: the kernel, e.g. ``NUTS(model)``.
         num_warmup: adaptation iterations (not kept unless
             ``warmup(collect_warmup=True)``).
         num_samples: draws per chain after warmup (``num_samples //
@@ -98,7 +98,9 @@ class MCMC:
             ends) and vectorized on an accelerator.
             A single chain runs unbatched by every method.
         progress_bar: show a tqdm bar, updated from inside the compiled loop
-            about twenty times per phase.
+            every ``progress_rate`` iterations.
+        progress_rate: iterations per bar update; by default about twenty
+            updates per phase (every iteration for phases shorter than 20).
         jit_model_args: accepted for NumPyro compatibility; model arguments
             are always traced, so new values of the same shapes never
             recompile.
@@ -111,7 +113,7 @@ class MCMC:
 
     def __init__(
         self,
-        kernel,
+        sampler,
         *,
         num_warmup: int,
         num_samples: int,
@@ -120,6 +122,7 @@ class MCMC:
         postprocess_fn: Callable | None = None,
         chain_method: str = "parallel",
         progress_bar: bool = True,
+        progress_rate: int | None = None,
         jit_model_args: bool = False,
     ):
         for name, value, low in (
@@ -127,15 +130,20 @@ class MCMC:
             ("num_samples", num_samples, 1),
             ("num_chains", num_chains, 1),
             ("thinning", thinning, 1),
+            ("progress_rate", 1 if progress_rate is None else progress_rate, 1),
         ):
-            if not isinstance(value, int | np.integer) or value < low:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | np.integer)
+                or value < low
+            ):
                 raise ValueError(f"MCMC: {name} must be an int >= {low}, got {value!r}")
         if chain_method not in _CHAIN_METHODS:
             raise ValueError(
                 f"MCMC: chain_method must be one of {_CHAIN_METHODS}, got "
                 f"{chain_method!r}"
             )
-        self.sampler = kernel
+        self.sampler = sampler
         self.num_warmup = int(num_warmup)
         self.num_samples = int(num_samples)
         self.num_chains = int(num_chains)
@@ -143,6 +151,7 @@ class MCMC:
         self.postprocess_fn = postprocess_fn
         self.chain_method = chain_method
         self.progress_bar = progress_bar
+        self.progress_rate = None if progress_rate is None else int(progress_rate)
         self.jit_model_args = jit_model_args
         self.last_state = None
         self.post_warmup_state = None
@@ -339,8 +348,8 @@ class MCMC:
     def _chain_runner(self, kernel, num_warmup, num_draws, extra_fields):
         """A function ``(state, args, kwargs) -> (state, draws, extras)`` for
         one chain: warmup then draws, each a ``lax.scan``."""
-        chunk_warm = max(1, num_warmup // 20)
-        chunk_draw = max(1, num_draws // 20)
+        chunk_warm = self.progress_rate or max(1, num_warmup // 20)
+        chunk_draw = self.progress_rate or max(1, num_draws // 20)
         fields = tuple(extra_fields)
         holder = self._holder
 

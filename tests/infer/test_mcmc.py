@@ -19,6 +19,7 @@ from scipy import stats
 
 import probnn
 import probnn.distributions as dist
+import probnn.infer.mcmc
 from probnn.handlers import config_enumerate
 from probnn.infer import HMC, MCMC, NUTS
 
@@ -515,6 +516,46 @@ def test_progress_bar(capsys):
     captured = capsys.readouterr()
     assert captured.err != ""
     np.testing.assert_array_equal(quiet, loud)
+
+
+@pytest.mark.parametrize(
+    "progress_rate, expected",
+    [
+        # 50 warmup iterations in blocks of 7 (the last one 1), then 30 draws
+        (7, {"warmup": [7] * 7 + [1], "sample": [7] * 4 + [2]}),
+        # default: about twenty updates per phase
+        (None, {"warmup": [2] * 25, "sample": [1] * 30}),
+    ],
+)
+def test_progress_rate_sets_iterations_per_bar_update(
+    monkeypatch, capsys, progress_rate, expected
+):
+    seen = {"warmup": [], "sample": []}
+    original = probnn.infer.mcmc._Progress.update
+
+    def record(self, count, phase):
+        seen[phase].append(int(np.sum(count)))
+        original(self, count, phase)
+
+    monkeypatch.setattr(probnn.infer.mcmc._Progress, "update", record)
+    mcmc = MCMC(
+        sampler=NUTS(normal_model),
+        num_warmup=50,
+        num_samples=30,
+        progress_rate=progress_rate,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mcmc.run(jax.random.PRNGKey(16), Y)
+    jax.effects_barrier()
+    assert {k: sorted(v, reverse=True) for k, v in seen.items()} == expected
+    assert "sample" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_progress_rate_must_be_a_positive_int(bad):
+    with pytest.raises(ValueError, match="progress_rate"):
+        MCMC(NUTS(normal_model), num_warmup=1, num_samples=1, progress_rate=bad)
 
 
 def test_dense_mass_groups_adapt_a_block_and_keep_other_sites_diagonal():
