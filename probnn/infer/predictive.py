@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import jax
@@ -149,6 +150,27 @@ def _predict(
     return _map_over_batch(one, keys, samples, batch_shape, parallel)
 
 
+def _resolve_condition_deterministic(condition, exclude) -> bool:
+    """``condition_deterministic`` from it and its deprecated inverse
+    ``exclude_deterministic`` (None where not given)."""
+    if exclude is None:
+        return bool(condition)
+    warnings.warn(
+        "Predictive: exclude_deterministic is deprecated; use "
+        f"condition_deterministic={not exclude} instead",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    if condition is not None and bool(condition) == bool(exclude):
+        raise ValueError(
+            f"Predictive: condition_deterministic={condition} and "
+            f"exclude_deterministic={exclude} contradict each other (exclude is "
+            "the deprecated inverse of condition); pass condition_deterministic "
+            "only"
+        )
+    return not exclude
+
+
 class Predictive:
     """Draws from the predictive distribution of a model.
 
@@ -182,7 +204,12 @@ class Predictive:
             (e.g. 2 for ``(num_chains, num_draws)``), or of ``params`` with a
             guide. Defaults to 1, or 0 (unbatched params) with a guide.
         condition_deterministic: substitute deterministic sites found in
-            ``posterior_samples`` rather than recomputing them.
+            ``posterior_samples`` rather than recomputing them (default:
+            recompute).
+        exclude_deterministic: NumPyro's older, deprecated spelling:
+            ``exclude_deterministic=b`` means ``condition_deterministic=not
+            b``; a DeprecationWarning points to the new name, and giving
+            both with conflicting values is an error.
 
     Returns (when called as ``predictive(rng_key, *args, **kwargs)``, where
     ``args`` and ``kwargs`` go to the model): a dict ``name -> array`` whose
@@ -214,8 +241,12 @@ class Predictive:
         infer_discrete: bool = False,
         parallel: bool = False,
         batch_ndims: int | None = None,
-        condition_deterministic: bool = False,
+        condition_deterministic: bool | None = None,
+        exclude_deterministic: bool | None = None,
     ):
+        condition_deterministic = _resolve_condition_deterministic(
+            condition_deterministic, exclude_deterministic
+        )
         if posterior_samples is not None and guide is not None:
             raise ValueError("Predictive: pass posterior_samples= or guide=, not both")
         if posterior_samples is not None and not isinstance(posterior_samples, dict):

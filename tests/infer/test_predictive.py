@@ -83,6 +83,27 @@ def test_deterministic_sites_are_recomputed_unless_conditioned():
     np.testing.assert_allclose(conditioned(jax.random.PRNGKey(0), 1)["twice_mu"], 7.0)
 
 
+def test_exclude_deterministic_is_the_deprecated_inverse_of_condition():
+    samples = {"mu": jnp.array([1.0, 2.0]), "twice_mu": jnp.array([7.0, 7.0])}
+    key = jax.random.PRNGKey(0)
+    with pytest.warns(DeprecationWarning, match="condition_deterministic=True"):
+        kept = Predictive(normal_model, samples, exclude_deterministic=False)
+    np.testing.assert_allclose(kept(key, 1)["twice_mu"], 7.0)
+    with pytest.warns(DeprecationWarning, match="condition_deterministic=False"):
+        recomputed = Predictive(normal_model, samples, exclude_deterministic=True)
+    np.testing.assert_allclose(recomputed(key, 1)["twice_mu"], [2.0, 4.0])
+    with (
+        pytest.warns(DeprecationWarning),
+        pytest.raises(ValueError, match="contradict"),
+    ):
+        Predictive(
+            normal_model,
+            samples,
+            condition_deterministic=True,
+            exclude_deterministic=True,
+        )
+
+
 def test_return_sites_filters_and_empty_string_returns_every_site():
     mu = jnp.array([1.0, 2.0])
     key = jax.random.PRNGKey(0)
