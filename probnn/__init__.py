@@ -11,7 +11,7 @@
 (3,)
 """
 
-from probnn import diagnostics, distributions, handlers, infer, nn
+from probnn import diagnostics, distributions, handlers, infer, nn, util
 from probnn.control_flow import scan
 from probnn.distributions import enable_validation
 from probnn.nn import random_module
@@ -27,6 +27,7 @@ from probnn.primitives import (
     sample,
     subsample,
 )
+from probnn.util import enable_x64, set_host_device_count, set_platform
 
 __version__ = "0.1.0"
 
@@ -35,6 +36,7 @@ __all__ = [
     "diagnostics",
     "distributions",
     "enable_validation",
+    "enable_x64",
     "factor",
     "handlers",
     "infer",
@@ -48,5 +50,8 @@ __all__ = [
     "random_module",
     "sample",
     "scan",
+    "set_host_device_count",
+    "set_platform",
     "subsample",
+    "util",
 ]
