@@ -607,9 +607,11 @@ class NUTS(HMC):
     steps in a random direction, checking the U-turn criterion on every
     balanced sub-tree from ``max_tree_depth`` stored momenta.
 
-    Takes :class:`HMC`'s arguments (``num_steps`` and ``trajectory_length``
-    do not apply) and ``max_tree_depth`` (at most ``2**max_tree_depth - 1``
-    leapfrog steps per iteration).
+    Takes :class:`HMC`'s arguments in NumPyro's order, except that the
+    trajectory length is chosen per iteration: ``num_steps`` does not exist
+    and ``trajectory_length`` must stay None (NumPyro ignores it; here a value
+    is an error). ``max_tree_depth`` bounds each iteration at
+    ``2**max_tree_depth - 1`` leapfrog steps.
 
     >>> import jax, probnn, probnn.distributions as dist
     >>> from probnn.infer import MCMC
@@ -623,11 +625,43 @@ class NUTS(HMC):
     """
 
     def __init__(
-        self, model=None, potential_fn=None, *args, max_tree_depth: int = 10, **kwargs
+        self,
+        model: Callable | None = None,
+        potential_fn: Callable | None = None,
+        kinetic_fn=None,
+        step_size: float = 1.0,
+        inverse_mass_matrix=None,
+        adapt_step_size: bool = True,
+        adapt_mass_matrix: bool = True,
+        dense_mass=False,
+        target_accept_prob: float = 0.8,
+        trajectory_length: float | None = None,
+        max_tree_depth: int = 10,
+        init_strategy: Callable = init_to_uniform,
+        find_heuristic_step_size: bool = False,
+        forward_mode_differentiation: bool = False,
+        regularize_mass_matrix: bool = True,
     ):
-        kwargs.pop("num_steps", None)
-        kwargs.pop("trajectory_length", None)
-        super().__init__(model, potential_fn, *args, **kwargs)
+        if trajectory_length is not None:
+            raise ValueError(
+                "NUTS: trajectory_length applies to HMC only (NUTS ends each "
+                f"trajectory at a U-turn), got {trajectory_length!r}; leave it None"
+            )
+        super().__init__(
+            model,
+            potential_fn,
+            kinetic_fn=kinetic_fn,
+            step_size=step_size,
+            inverse_mass_matrix=inverse_mass_matrix,
+            adapt_step_size=adapt_step_size,
+            adapt_mass_matrix=adapt_mass_matrix,
+            dense_mass=dense_mass,
+            target_accept_prob=target_accept_prob,
+            init_strategy=init_strategy,
+            find_heuristic_step_size=find_heuristic_step_size,
+            forward_mode_differentiation=forward_mode_differentiation,
+            regularize_mass_matrix=regularize_mass_matrix,
+        )
         if not isinstance(max_tree_depth, int) or max_tree_depth < 1:
             raise ValueError(
                 f"NUTS: max_tree_depth must be a positive int, got {max_tree_depth!r}"

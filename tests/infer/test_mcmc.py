@@ -8,6 +8,7 @@ Posterior moments are checked to within a few Monte-Carlo standard errors,
 each computed from the draws' own effective sample size (``_ess`` below, a
 plain numpy estimate independent of the library's diagnostics)."""
 
+import inspect
 import math
 import warnings
 
@@ -426,6 +427,39 @@ def test_print_summary(capsys):
 
 
 # -- errors and warnings -------------------------------------------------------------
+
+
+def test_nuts_takes_numpyros_positional_order():
+    # NumPyro's documented order of NUTS's arguments
+    order = [
+        "model",
+        "potential_fn",
+        "kinetic_fn",
+        "step_size",
+        "inverse_mass_matrix",
+        "adapt_step_size",
+        "adapt_mass_matrix",
+        "dense_mass",
+        "target_accept_prob",
+        "trajectory_length",
+        "max_tree_depth",
+        "init_strategy",
+        "find_heuristic_step_size",
+        "forward_mode_differentiation",
+        "regularize_mass_matrix",
+    ]
+    assert list(inspect.signature(NUTS).parameters) == order
+    kernel = NUTS(normal_model, None, None, 0.25, None, False, False, True, 0.9)
+    assert (kernel.step_size, kernel.target_accept_prob) == (0.25, 0.9)
+    assert not kernel.adapt_step_size and not kernel.adapt_mass_matrix
+    assert kernel.dense_mass is True and kernel.max_tree_depth == 10
+
+
+def test_nuts_rejects_hmc_only_arguments():
+    with pytest.raises(ValueError, match="trajectory_length applies to HMC only"):
+        NUTS(normal_model, trajectory_length=2.0)
+    with pytest.raises(TypeError, match="num_steps"):
+        NUTS(normal_model, num_steps=10)
 
 
 def test_model_without_latent_sites_raises():
