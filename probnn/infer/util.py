@@ -153,7 +153,7 @@ class _EnumProbe(Messenger):
             )
 
 
-def _log_joint(fn: Callable, args: tuple, kwargs: dict, before_enumerated=None):
+def _log_joint(fn: Callable, args: tuple, kwargs: dict):
     """``(log density, trace)`` of ``fn``; sites marked for enumeration and
     left without a value are summed out exactly (see
     :mod:`probnn.infer.enum`)."""
@@ -162,8 +162,6 @@ def _log_joint(fn: Callable, args: tuple, kwargs: dict, before_enumerated=None):
     probe = _EnumProbe(fn)
     model_trace = trace(probe).get_trace(*args, **kwargs)
     if probe.found:
-        if before_enumerated is not None:
-            before_enumerated()
         nesting = max(
             (
                 -frame.dim
@@ -211,30 +209,38 @@ def potential_energy(
     0.9189
     """
     param_values = param_values or {}
-    log_jacobians = []
+
+    def is_given(site: Message) -> bool:
+        return (
+            site["type"] == "sample"
+            and not site["is_observed"]
+            and site["name"] in params
+        )
 
     def value_of(site: Message):
-        name = site["name"]
         if site["type"] == "param":
-            return param_values.get(name)
-        if site["type"] != "sample" or site["is_observed"] or name not in params:
+            return param_values.get(site["name"])
+        if not is_given(site):
             return None
+        return site_transform(site)(params[site["name"]])
+
+    seeded = seed(model, rng_seed=0)
+    log_joint, model_trace = _log_joint(
+        substitute(seeded, substitute_fn=value_of), model_args, model_kwargs
+    )
+    # the Jacobians come from the finished trace, not from value_of: inside a
+    # scan body value_of runs in the loop's trace, and sites of a scan are
+    # in the finished trace with their whole series
+    for site in model_trace.values():
+        if not is_given(site):
+            continue
         transform = site_transform(site)
-        unconstrained = params[name]
+        unconstrained = params[site["name"]]
         value = transform(unconstrained)
         log_det = transform.log_abs_det_jacobian(unconstrained, value)
         batch_ndim = jnp.ndim(value) - site["fn"].event_dim
         log_det = sum_rightmost(log_det, jnp.ndim(log_det) - batch_ndim)
         if site["scale"] is not None:
             log_det = site["scale"] * log_det
-        log_jacobians.append(jnp.sum(log_det))
-        return value
-
-    seeded = seed(model, rng_seed=0)
-    log_joint, _ = _log_joint(
-        substitute(seeded, substitute_fn=value_of),
-        model_args,
-        model_kwargs,
-        before_enumerated=log_jacobians.clear,
-    )
-    return -(log_joint + sum(log_jacobians, jnp.zeros(())))
+        log_joint = log_joint + jnp.sum(log_det)
+    return -log_joint

@@ -651,3 +651,23 @@ def test_leaf_uniforms_read_off_keys_are_uniform():
     np.testing.assert_array_equal(u, u_typed)
     # successive leaves' draws are not correlated
     assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 0.03
+
+
+def test_nuts_samples_latent_sites_inside_scan():
+    # x_t ~ N(0, 1), y_t ~ N(x_t, 1) over a scan: x_t | y ~ N(y_t / 2, 1 / 2)
+    y = jnp.array([-2.0, 0.0, 1.0, 3.0])
+
+    def model(y):
+        def body(carry, y_t):
+            x = probnn.sample("x", dist.Normal(0.0, 1.0))
+            probnn.sample("obs", dist.Normal(x, 1.0), obs=y_t)
+            return carry, None
+
+        probnn.scan(body, None, y)
+
+    mcmc = MCMC(NUTS(model), num_warmup=300, num_samples=3000, progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(5), y)
+    x = np.asarray(mcmc.get_samples()["x"])
+    assert x.shape == (3000, 4)
+    np.testing.assert_allclose(x.mean(0), y / 2, atol=0.08)
+    np.testing.assert_allclose(x.var(0), 0.5, atol=0.08)
