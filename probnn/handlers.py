@@ -43,6 +43,7 @@ __all__ = [
     "infer_config",
     "lift",
     "mask",
+    "reparam",
     "replay",
     "scale",
     "scope",
@@ -705,7 +706,49 @@ class scope(Messenger):
             msg["name"] = f"{self.prefix}{self.divider}{msg['name']}"
 
 
-class lift(Messenger):
+class _NamedConfig(Messenger):
+    """A handler configured per site name by a dict (or by a function of the
+    site): a dict key that matches no site of the right type is an error
+    when the handler exits."""
+
+    _kind = ""  # the site type the keys name, for the error message
+
+    def __init__(self, fn, config, argument: str):
+        self._config = config
+        self._argument = argument
+        self._matched: set[str] = set()
+        self._seen: set[str] = set()
+        super().__init__(fn)
+
+    def __enter__(self):
+        self._matched, self._seen = set(), set()
+        return super().__enter__()
+
+    def __exit__(self, exc_type, *exc):
+        result = super().__exit__(exc_type, *exc)
+        if exc_type is None and isinstance(self._config, dict):
+            unmatched = sorted(set(self._config) - self._matched)
+            if unmatched:
+                raise ValueError(
+                    f"{type(self).__name__}: {self._argument} keys {unmatched} match "
+                    f"no {self._kind} site; {self._kind} sites seen: "
+                    f"{sorted(self._seen)}"
+                )
+        return result
+
+    def _lookup(self, msg: Message):
+        """The configured entry for this site (None if none) and record it."""
+        self._seen.add(msg["name"])
+        if isinstance(self._config, dict):
+            entry = self._config.get(msg["name"])
+        else:
+            entry = self._config(msg)
+        if entry is not None:
+            self._matched.add(msg["name"])
+        return entry
+
+
+class lift(_NamedConfig):
     """Turn ``param`` sites into ``sample`` sites drawn from ``prior``.
 
     ``prior`` is a distribution (for every param) or a dict ``name ->
@@ -717,44 +760,108 @@ class lift(Messenger):
     'sample'
     """
 
+    _kind = "param"
+
     def __init__(self, fn=None, prior=None):
         if prior is None:
             raise ValueError("lift: prior= is required")
         self.prior = prior
-        self._matched: set[str] = set()
-        self._seen: set[str] = set()
-        super().__init__(fn)
-
-    def __enter__(self):
-        self._matched, self._seen = set(), set()
-        return super().__enter__()
-
-    def __exit__(self, exc_type, *exc):
-        result = super().__exit__(exc_type, *exc)
-        if exc_type is None and isinstance(self.prior, dict):
-            unmatched = sorted(set(self.prior) - self._matched)
-            if unmatched:
-                raise ValueError(
-                    f"lift: prior keys {unmatched} match no param site; param sites "
-                    f"seen: {sorted(self._seen)}"
-                )
-        return result
+        super().__init__(
+            fn, prior if isinstance(prior, dict) else _Always(prior), "prior"
+        )
 
     def process_message(self, msg: Message) -> None:
         if msg["type"] != "param":
             return
-        self._seen.add(msg["name"])
-        if isinstance(self.prior, dict):
-            prior = self.prior.get(msg["name"])
-        else:
-            prior = self.prior
+        prior = self._lookup(msg)
         if prior is None:
             return
-        self._matched.add(msg["name"])
         msg["type"] = "sample"
         msg["fn"] = prior
         msg["args"] = ()
         msg["kwargs"] = {"rng_key": msg["kwargs"].get("rng_key"), "sample_shape": ()}
+
+
+class _Always:
+    """A config function giving every site the same entry."""
+
+    def __init__(self, entry):
+        self.entry = entry
+
+    def __call__(self, msg):
+        return self.entry
+
+
+class reparam(_NamedConfig):
+    """Reparametrize sample sites, e.g. non-centre a hierarchical model.
+
+    ``config`` maps site names to reparametrizers (see
+    :mod:`probnn.infer.reparam`), or is a function of the site message
+    returning one or None. A reparametrizer draws new auxiliary sites (such
+    as ``{name}_decentered``) and returns the site's value, which the site
+    then records as a deterministic site; inference sees the auxiliary
+    sites as the latent variables. A dict key that matches no sample site is
+    an error.
+
+    >>> import probnn, probnn.distributions as dist
+    >>> from probnn.infer.reparam import LocScaleReparam
+    >>> def model():
+    ...     return probnn.sample("x", dist.Normal(1.0, 3.0))
+    >>> noncentred = reparam(model, config={"x": LocScaleReparam(centered=0)})
+    >>> tr = trace(seed(noncentred, rng_seed=0)).get_trace()
+    >>> [(name, site["type"]) for name, site in tr.items()]
+    [('x_decentered', 'sample'), ('x', 'deterministic')]
+    >>> float(tr["x"]["value"]) == 1.0 + 3.0 * float(tr["x_decentered"]["value"])
+    True
+    """
+
+    _kind = "sample"
+
+    def __init__(self, fn=None, config=None):
+        if config is None:
+            raise ValueError("reparam: config= is required")
+        if isinstance(config, dict):
+            for name, entry in config.items():
+                if not callable(entry):
+                    raise TypeError(
+                        f"reparam: config[{name!r}] must be a reparametrizer such "
+                        f"as LocScaleReparam(), got {type(entry).__name__}"
+                    )
+        elif not callable(config):
+            raise TypeError(
+                "reparam: config must be a dict site name -> reparametrizer or a "
+                f"function of the site, got {type(config).__name__}"
+            )
+        self.config = config
+        super().__init__(fn, config, "config")
+
+    def process_message(self, msg: Message) -> None:
+        if msg["type"] != "sample":
+            return
+        reparametrizer = self._lookup(msg)
+        if reparametrizer is None:
+            return
+        fn = msg["fn"]
+        sample_shape = msg["kwargs"].get("sample_shape", ())
+        if sample_shape:
+            fn = fn.expand_by(sample_shape)
+        new_fn, value = reparametrizer(msg["name"], fn, msg["value"])
+        if value is None:  # a different distribution for the same site
+            msg["fn"] = new_fn
+            msg["kwargs"] = {**msg["kwargs"], "sample_shape": ()}
+            return
+        if new_fn is None:  # the site becomes a function of the new sites
+            msg.update(
+                type="deterministic",
+                fn=None,
+                args=(),
+                kwargs={},
+                value=value,
+                is_observed=False,
+            )
+            return
+        msg.update(fn=new_fn, value=value, is_observed=True)
+        msg["kwargs"] = {**msg["kwargs"], "sample_shape": ()}
 
 
 class infer_config(Messenger):

@@ -1,0 +1,160 @@
+"""Reparametrizers for :class:`probnn.handlers.reparam`.
+
+A reparametrizer is called as ``reparametrizer(name, fn, obs)`` for a sample
+site and returns ``(new_fn, value)``: with ``new_fn`` None the site becomes a
+deterministic site holding ``value``, computed from new sample sites that the
+reparametrizer draws (named after the site). Hierarchical models whose
+posteriors form funnels sample far better non-centred:
+
+>>> import jax, jax.numpy as jnp, probnn, probnn.distributions as dist
+>>> from probnn.handlers import reparam, seed, trace
+>>> def schools(sigma):
+...     mu = probnn.sample("mu", dist.Normal(0.0, 5.0))
+...     tau = probnn.sample("tau", dist.HalfCauchy(5.0))
+...     with probnn.plate("J", sigma.shape[0]):
+...         theta = probnn.sample("theta", dist.Normal(mu, tau))
+...         probnn.sample("y", dist.Normal(theta, sigma))
+>>> noncentred = reparam(schools, config={"theta": LocScaleReparam(centered=0)})
+>>> tr = trace(seed(noncentred, rng_seed=0)).get_trace(jnp.ones(8))
+>>> tr["theta_decentered"]["value"].shape, tr["theta"]["type"]
+((8,), 'deterministic')
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax.numpy as jnp
+
+from probnn.distributions import constraints
+from probnn.distributions.distribution import ExpandedDistribution, Independent
+from probnn.distributions.transformed import TransformedDistribution
+from probnn.primitives import param, sample
+
+__all__ = ["LocScaleReparam", "Reparam", "TransformReparam"]
+
+
+class Reparam:
+    """Base class of reparametrizers: ``__call__(name, fn, obs) -> (new_fn,
+    value)`` (see the module docstring)."""
+
+    def __call__(self, name: str, fn, obs):
+        raise NotImplementedError
+
+    def _latent_only(self, name: str, obs) -> None:
+        if obs is not None:
+            raise ValueError(
+                f"{type(self).__name__}: sample site {name!r} is observed (or "
+                "already has a value); only latent sites can be reparametrized"
+            )
+
+
+def _unwrap(fn):
+    """``fn`` without its ExpandedDistribution / Independent wrappers, and a
+    function putting the same wrappers around another distribution of the
+    same batch and event shapes."""
+    layers = []
+    while isinstance(fn, ExpandedDistribution | Independent):
+        layers.append(fn)
+        fn = fn.base_dist
+
+    def rewrap(inner):
+        for layer in reversed(layers):
+            if isinstance(layer, ExpandedDistribution):
+                inner = inner.expand(layer.batch_shape)
+            else:
+                inner = inner.to_event(layer.reinterpreted_batch_ndims)
+        return inner
+
+    return fn, rewrap
+
+
+class LocScaleReparam(Reparam):
+    """Decentre a location-scale family (Normal, StudentT, Cauchy, Laplace,
+    ...): with ``centered = c``, the new site ``{name}_decentered`` is drawn
+    from the same family with location ``c * loc`` and scale ``scale**c``,
+    and the site's value is ``loc + scale**(1 - c) * (decentered - c * loc)``,
+    which has the original distribution. ``c = 0`` is the fully non-centred
+    form ``loc + scale * standard draw``; ``c = 1`` leaves the site as it is.
+
+    Args:
+        centered: ``c`` in [0, 1] (a number or an array broadcasting with the
+            site), or None to learn it: a param ``{name}_centered`` in the
+            unit interval, starting at 0.5, with the site's event shape.
+        shape_params: names of the family's other parameters to carry over,
+            e.g. ``("df",)`` for StudentT.
+    """
+
+    def __init__(self, centered=None, shape_params=()):
+        if isinstance(centered, numbers.Real) and not 0 <= centered <= 1:
+            raise ValueError(
+                f"LocScaleReparam: centered must be in [0, 1] or None, got {centered!r}"
+            )
+        if isinstance(shape_params, str):
+            shape_params = (shape_params,)
+        self.centered = centered
+        self.shape_params = tuple(shape_params)
+
+    def __call__(self, name: str, fn, obs):
+        self._latent_only(name, obs)
+        if isinstance(self.centered, numbers.Real) and self.centered == 1:
+            return fn, None
+        base, rewrap = _unwrap(fn)
+        family = type(base).__name__
+        if not (hasattr(base, "loc") and hasattr(base, "scale")):
+            raise TypeError(
+                f"LocScaleReparam: sample site {name!r} has a {family}, which has "
+                "no loc and scale"
+            )
+        if base.support is not constraints.real:
+            raise TypeError(
+                f"LocScaleReparam: sample site {name!r} has a {family} with support "
+                f"{base.support}; decentring needs a family on the real line"
+            )
+        missing = [p for p in self.shape_params if not hasattr(base, p)]
+        if missing:
+            raise ValueError(
+                f"LocScaleReparam: shape_params {missing} are not parameters of the "
+                f"{family} at sample site {name!r}"
+            )
+        centered = self.centered
+        if centered is None:
+            centered = param(
+                f"{name}_centered",
+                jnp.full(fn.event_shape, 0.5),
+                constraint=constraints.unit_interval,
+                event_dim=len(fn.event_shape),
+            )
+        others = {p: getattr(base, p) for p in self.shape_params}
+        decentered_fn = type(base)(
+            loc=base.loc * centered, scale=base.scale**centered, **others
+        )
+        decentered = sample(f"{name}_decentered", rewrap(decentered_fn))
+        value = base.loc + base.scale ** (1 - centered) * (
+            decentered - centered * base.loc
+        )
+        return None, value
+
+
+class TransformReparam(Reparam):
+    """Draw a TransformedDistribution's base as the new site ``{name}_base``
+    and give the site the transformed value.
+    """
+
+    def __call__(self, name: str, fn, obs):
+        self._latent_only(name, obs)
+        base, rewrap = _unwrap(fn)
+        if not isinstance(base, TransformedDistribution):
+            raise TypeError(
+                f"TransformReparam: sample site {name!r} has a {type(base).__name__}, "
+                "not a TransformedDistribution"
+            )
+        inner = base.base_dist
+        # batch dims of the base that the transforms read as event dims
+        absorbed = len(inner.batch_shape) - len(base.batch_shape)
+        if absorbed:
+            inner = inner.to_event(absorbed)
+        value = sample(f"{name}_base", rewrap(inner))
+        for transform in base.transforms:
+            value = transform(value)
+        return None, value

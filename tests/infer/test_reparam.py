@@ -1,0 +1,195 @@
+"""handlers.reparam with LocScaleReparam and TransformReparam, checked
+against closed forms: the change-of-variables identity of the joint
+density, the affine map of the decentred draw, and a conjugate posterior."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from scipy import stats
+
+import probnn
+import probnn.distributions as dist
+from probnn.distributions import transforms as T
+from probnn.handlers import reparam, seed, substitute, trace
+from probnn.infer import MCMC, NUTS, SVI, Trace_ELBO
+from probnn.infer.autoguide import AutoNormal
+from probnn.infer.reparam import LocScaleReparam, TransformReparam
+from probnn.infer.util import log_density
+
+
+def schools(sigma, y=None):
+    mu = probnn.sample("mu", dist.Normal(0.0, 5.0))
+    tau = probnn.sample("tau", dist.HalfNormal(5.0))
+    with probnn.plate("J", sigma.shape[0]):
+        theta = probnn.sample("theta", dist.Normal(mu, tau))
+        probnn.sample("y", dist.Normal(theta, sigma), obs=y)
+
+
+SIGMA = jnp.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+Y = jnp.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+
+
+def get_trace(model, *args, key=0):
+    return trace(seed(model, rng_seed=key)).get_trace(*args)
+
+
+def test_noncentred_site_is_loc_plus_scale_times_a_standard_draw():
+    model = reparam(schools, config={"theta": LocScaleReparam(centered=0)})
+    tr = get_trace(model, SIGMA)
+    assert list(tr) == ["mu", "tau", "J", "theta_decentered", "theta", "y"]
+    assert tr["theta"]["type"] == "deterministic"
+    decentred = tr["theta_decentered"]
+    assert decentred["type"] == "sample" and decentred["value"].shape == (8,)
+    assert decentred["cond_indep_stack"][0].name == "J"
+    np.testing.assert_allclose(decentred["fn"].mean, 0.0)
+    np.testing.assert_allclose(decentred["fn"].variance, 1.0)
+    mu, tau = tr["mu"]["value"], tr["tau"]["value"]
+    np.testing.assert_allclose(
+        tr["theta"]["value"], mu + tau * decentred["value"], rtol=1e-6
+    )
+
+
+def test_joint_density_changes_by_the_jacobian_log_scale():
+    # p(mu, tau, z) = p(mu, tau, theta = mu + tau z) * tau**8
+    model = reparam(schools, config={"theta": LocScaleReparam(centered=0)})
+    z = jnp.linspace(-1.5, 2.0, 8)
+    mu, tau = 1.3, 2.7
+    values = {"mu": mu, "tau": tau, "theta_decentered": z}
+    reparametrized, _ = log_density(model, (SIGMA, Y), {}, values)
+    original, _ = log_density(
+        schools, (SIGMA, Y), {}, {"mu": mu, "tau": tau, "theta": mu + tau * z}
+    )
+    np.testing.assert_allclose(reparametrized, original + 8 * math.log(tau), rtol=1e-6)
+
+
+@pytest.mark.parametrize("c", [0.3, 0.8])
+def test_partial_centring_maps_the_draw_affinely_onto_the_same_normal(c):
+    loc, scale = 2.0, 3.0
+
+    def model():
+        probnn.sample("x", dist.Normal(loc, scale))
+
+    model = reparam(model, config={"x": LocScaleReparam(centered=c)})
+    tr = get_trace(model)
+    fn = tr["x_decentered"]["fn"]
+    np.testing.assert_allclose(fn.mean, c * loc, rtol=1e-6)
+    np.testing.assert_allclose(fn.variance, scale ** (2 * c), rtol=1e-6)
+    # two points fix the affine map: its mean goes to loc, one sd to loc + scale
+    for draw, expected in [(c * loc, loc), (c * loc + scale**c, loc + scale)]:
+        tr = trace(substitute(seed(model, 0), data={"x_decentered": draw})).get_trace()
+        np.testing.assert_allclose(tr["x"]["value"], expected, rtol=1e-6)
+
+
+def test_noncentred_nuts_recovers_a_conjugate_posterior():
+    # mu ~ N(0, 1), theta ~ N(mu, 2^2), y ~ N(theta, 1), y = 3:
+    # theta ~ N(0, 5) a priori, so theta | y ~ N(2.5, 5/6)
+    def model(y):
+        mu = probnn.sample("mu", dist.Normal(0.0, 1.0))
+        theta = probnn.sample("theta", dist.Normal(mu, 2.0))
+        probnn.sample("y", dist.Normal(theta, 1.0), obs=y)
+
+    model = reparam(model, config={"theta": LocScaleReparam(centered=0)})
+    mcmc = MCMC(NUTS(model), num_warmup=500, num_samples=4000, progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(0), 3.0)
+    theta = np.asarray(mcmc.get_samples()["theta"])
+    assert set(mcmc.get_samples()) == {"mu", "theta", "theta_decentered"}
+    assert abs(theta.mean() - 2.5) < 0.1
+    assert abs(theta.var() - 5 / 6) < 0.1
+
+
+def test_learned_centring_is_a_unit_interval_param_trained_by_svi():
+    model = reparam(schools, config={"theta": LocScaleReparam(centered=None)})
+    tr = get_trace(model, SIGMA)
+    assert tr["theta_centered"]["type"] == "param"
+    np.testing.assert_allclose(tr["theta_centered"]["value"], 0.5)
+    svi = SVI(model, AutoNormal(model), optax.adam(0.05), Trace_ELBO())
+    result = svi.run(jax.random.PRNGKey(1), 200, SIGMA, Y, progress_bar=False)
+    centred = float(result.params["theta_centered"])
+    assert 0.0 < centred < 1.0 and centred != 0.5
+    assert "theta_decentered_auto_loc" in result.params
+    assert "theta_auto_loc" not in result.params
+
+
+def test_shape_params_carry_student_t_degrees_of_freedom():
+    def model():
+        probnn.sample("x", dist.StudentT(4.0, 1.0, 2.0), sample_shape=(3,))
+
+    model = reparam(model, config={"x": LocScaleReparam(0, shape_params=("df",))})
+    tr = get_trace(model)
+    fn = tr["x_decentered"]["fn"]
+    assert tr["x_decentered"]["value"].shape == (3,)
+    np.testing.assert_allclose(fn.log_prob(0.7), stats.t(4.0).logpdf(0.7), rtol=1e-5)
+    np.testing.assert_allclose(
+        tr["x"]["value"], 1.0 + 2.0 * tr["x_decentered"]["value"], rtol=1e-6
+    )
+
+
+def test_centered_one_leaves_the_site_alone():
+    def model():
+        probnn.sample("x", dist.Normal(0.0, 1.0))
+
+    tr = get_trace(reparam(model, config={"x": LocScaleReparam(centered=1)}))
+    assert list(tr) == ["x"] and tr["x"]["type"] == "sample"
+
+
+def test_transform_reparam_draws_the_base_and_transforms_it():
+    def model():
+        base = dist.Normal(0.0, 1.0).expand([2])
+        chain = [T.AffineTransform(2.0, 3.0), T.ExpTransform()]
+        with probnn.plate("P", 4, dim=-2):
+            probnn.sample("x", dist.TransformedDistribution(base, chain))
+
+    tr = get_trace(reparam(model, config={"x": TransformReparam()}))
+    base = tr["x_base"]
+    assert base["value"].shape == (4, 2) and tr["x"]["type"] == "deterministic"
+    np.testing.assert_allclose(
+        tr["x"]["value"], np.exp(2.0 + 3.0 * np.asarray(base["value"])), rtol=1e-5
+    )
+
+
+def test_config_function_chooses_sites():
+    config = lambda site: LocScaleReparam(0) if site["name"] == "theta" else None  # noqa: E731
+    tr = get_trace(reparam(schools, config=config), SIGMA)
+    assert "theta_decentered" in tr and "mu_decentered" not in tr
+
+
+def test_config_key_that_matches_no_sample_site_is_an_error():
+    model = reparam(
+        schools, config={"theta": LocScaleReparam(0), "thetta": LocScaleReparam(0)}
+    )
+    with pytest.raises(
+        ValueError, match=r"config keys \['thetta'\] match no sample site"
+    ):
+        get_trace(model, SIGMA)
+
+
+@pytest.mark.parametrize(
+    "site, reparametrizer, error, message",
+    [
+        ("y", LocScaleReparam(0), ValueError, "site 'y' is observed"),
+        ("tau", LocScaleReparam(0), TypeError, "site 'tau' has a HalfNormal"),
+        ("mu", TransformReparam(), TypeError, "site 'mu' has a Normal, not a"),
+    ],
+)
+def test_unsuitable_sites_are_named(site, reparametrizer, error, message):
+    model = reparam(schools, config={site: reparametrizer})
+    with pytest.raises(error, match=message):
+        get_trace(model, SIGMA, Y)
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="centered must be in"):
+        LocScaleReparam(centered=1.5)
+    with pytest.raises(ValueError, match=r"shape_params \['df'\]"):
+        get_trace(
+            reparam(schools, config={"mu": LocScaleReparam(0, shape_params="df")}),
+            SIGMA,
+        )
+    with pytest.raises(TypeError, match=r"config\['mu'\]"):
+        reparam(schools, config={"mu": "noncentred"})
+    with pytest.raises(ValueError, match="config= is required"):
+        reparam(schools)
