@@ -193,3 +193,25 @@ def test_bad_arguments_are_clear_errors():
         reparam(schools, config={"mu": "noncentred"})
     with pytest.raises(ValueError, match="config= is required"):
         reparam(schools)
+
+
+def test_reparam_acts_inside_scan_bodies():
+    # a random walk x_t ~ N(x_{t-1}, 2), non-centred step by step
+    def model():
+        def body(prev, _):
+            x = probnn.sample("x", dist.Normal(prev, 2.0))
+            return x, None
+
+        probnn.scan(body, 0.0, jnp.arange(5))
+
+    model = reparam(model, config={"x": LocScaleReparam(centered=0)})
+    tr = get_trace(model)
+    assert (tr["x"]["type"], tr["x_decentered"]["type"]) == ("deterministic", "sample")
+    x, z = np.asarray(tr["x"]["value"]), np.asarray(tr["x_decentered"]["value"])
+    np.testing.assert_allclose(x, np.cumsum(2.0 * z), rtol=1e-5, atol=1e-6)
+    mcmc = MCMC(NUTS(model), num_warmup=200, num_samples=2000, progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(2))
+    draws = mcmc.get_samples()
+    assert draws["x"].shape == draws["x_decentered"].shape == (2000, 5)
+    # a priori x_4 ~ N(0, 5 * 2^2)
+    assert abs(float(np.var(draws["x"][:, 4])) / 20.0 - 1.0) < 0.15
