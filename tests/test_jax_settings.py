@@ -1,4 +1,6 @@
-"""probnn.util: the process-wide settings NumPyro scripts start with."""
+"""probnn.util: the process-wide JAX settings NumPyro scripts start with
+(named apart from tests/infer/test_util.py: the test modules share one
+namespace)."""
 
 import subprocess
 import sys
