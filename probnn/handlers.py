@@ -832,7 +832,6 @@ class reparam(_NamedConfig):
                 "reparam: config must be a dict site name -> reparametrizer or a "
                 f"function of the site, got {type(config).__name__}"
             )
-        self.config = config
         super().__init__(fn, config, "config")
 
     def process_message(self, msg: Message) -> None:
@@ -850,18 +849,21 @@ class reparam(_NamedConfig):
             msg["fn"] = new_fn
             msg["kwargs"] = {**msg["kwargs"], "sample_shape": ()}
             return
-        if new_fn is None:  # the site becomes a function of the new sites
-            msg.update(
-                type="deterministic",
-                fn=None,
-                args=(),
-                kwargs={},
-                value=value,
-                is_observed=False,
+        if new_fn is not None:
+            raise ValueError(
+                f"reparam: the reparametrizer of sample site {msg['name']!r} "
+                "returned both a distribution and a value; it must return "
+                "(new_fn, None) or (None, value)"
             )
-            return
-        msg.update(fn=new_fn, value=value, is_observed=True)
-        msg["kwargs"] = {**msg["kwargs"], "sample_shape": ()}
+        # the site becomes a function of the reparametrizer's new sites
+        msg.update(
+            type="deterministic",
+            fn=None,
+            args=(),
+            kwargs={},
+            value=value,
+            is_observed=False,
+        )
 
 
 class infer_config(Messenger):

@@ -1,9 +1,10 @@
 """Reparametrizers for :class:`probnn.handlers.reparam`.
 
 A reparametrizer is called as ``reparametrizer(name, fn, obs)`` for a sample
-site and returns ``(new_fn, value)``: with ``new_fn`` None the site becomes a
+site and returns either ``(None, value)``, and the site becomes a
 deterministic site holding ``value``, computed from new sample sites that the
-reparametrizer draws (named after the site). Hierarchical models whose
+reparametrizer draws (named after the site), or ``(new_fn, None)``, and the
+site is drawn from ``new_fn`` instead. Hierarchical models whose
 posteriors form funnels sample far better non-centred:
 
 >>> import jax, jax.numpy as jnp, probnn, probnn.distributions as dist

@@ -230,14 +230,12 @@ def potential_energy(
     )
     # the Jacobians come from the finished trace, not from value_of: inside a
     # scan body value_of runs in the loop's trace, and sites of a scan are
-    # in the finished trace with their whole series
+    # in the finished trace with their whole (constrained) series
     for site in model_trace.values():
         if not is_given(site):
             continue
-        transform = site_transform(site)
-        unconstrained = params[site["name"]]
-        value = transform(unconstrained)
-        log_det = transform.log_abs_det_jacobian(unconstrained, value)
+        value = site["value"]
+        log_det = site_transform(site).log_abs_det_jacobian(params[site["name"]], value)
         batch_ndim = jnp.ndim(value) - site["fn"].event_dim
         log_det = sum_rightmost(log_det, jnp.ndim(log_det) - batch_ndim)
         if site["scale"] is not None:

@@ -215,3 +215,30 @@ def test_reparam_acts_inside_scan_bodies():
     assert draws["x"].shape == draws["x_decentered"].shape == (2000, 5)
     # a priori x_4 ~ N(0, 5 * 2^2)
     assert abs(float(np.var(draws["x"][:, 4])) / 20.0 - 1.0) < 0.15
+
+
+def test_transform_reparam_keeps_base_dims_the_transform_reads_as_event():
+    # stick-breaking reads the base's last batch dim as an event dim
+    def model():
+        base = dist.Normal(jnp.zeros(2), 1.0)
+        with probnn.plate("P", 3):
+            probnn.sample(
+                "w", dist.TransformedDistribution(base, T.StickBreakingTransform())
+            )
+
+    tr = get_trace(reparam(model, config={"w": TransformReparam()}))
+    base = tr["w_base"]
+    assert base["value"].shape == (3, 2) and base["fn"].event_shape == (2,)
+    w = np.asarray(tr["w"]["value"])
+    assert w.shape == (3, 3)
+    np.testing.assert_allclose(w, T.StickBreakingTransform()(base["value"]), rtol=1e-6)
+    np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_reparametrizer_returning_both_a_distribution_and_a_value_is_an_error():
+    def both(name, fn, obs):
+        return fn, jnp.zeros(())
+
+    model = reparam(schools, config={"mu": both})
+    with pytest.raises(ValueError, match="site 'mu' returned both"):
+        get_trace(model, SIGMA)
