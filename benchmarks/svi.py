@@ -14,11 +14,13 @@ jitted ``svi.update`` (tracing and compilation), each in a fresh process, and
 the steady time of one jitted update. Targets: first update <= 0.2x NumPyro's,
 steady update <= NumPyro's. A hand-written JAX version (flat parameter
 vectors, one noise draw per step) is the floor; a second hand-written version
-keeps the params as AutoNormal (and NumPyro) store them, two scalar leaves
-per site, with the same vectorised maths: that layout alone, with per-leaf
-Adam state, costs XLA about four times the flat version's compile time.
-For scale, ``probnn-diag`` is probnn with AutoDiagonalNormal, whose params
-are flat vectors (not the workload's target).
+keeps the params as NumPyro stores them, two scalar leaves per site, with
+the same vectorised maths: that layout alone, with per-leaf Adam state, costs
+XLA about four times the flat version's compile time. probnn keeps AutoNormal's
+per-site param names but stores the scalar leaves packed and runs the traced
+step's repeated per-site operations batched (see ``SVI``). For scale,
+``probnn-diag`` is probnn with AutoDiagonalNormal, whose params are flat
+vectors (not the workload's target).
 
     python benchmarks/svi.py [--workload vae|sites|all] [--repeats 5]
 """

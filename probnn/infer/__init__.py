@@ -2,6 +2,7 @@
 
 from probnn.enumeration import config_enumerate
 from probnn.infer import autoguide
+from probnn.infer._packed import PackedDict
 from probnn.infer.discrete import infer_discrete
 from probnn.infer.elbo import (
     ELBO,
@@ -40,6 +41,7 @@ __all__ = [
     "RenyiELBO",
     "SVIRunResult",
     "SVIState",
+    "PackedDict",
     "shard_state",
     "TraceEnum_ELBO",
     "TraceMeanField_ELBO",

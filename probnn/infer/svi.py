@@ -18,6 +18,8 @@ from probnn.distributions import constraints
 from probnn.distributions.distribution import Delta
 from probnn.distributions.util import is_concrete
 from probnn.handlers import replay, seed, substitute, trace
+from probnn.infer import _vectorize
+from probnn.infer._packed import has_packed, is_packed, pack, pack_like, unpack
 from probnn.infer.elbo import is_latent
 from probnn.infer.util import site_transform, transform_fn
 from probnn.runtime import Messenger
@@ -31,7 +33,12 @@ class SVIState(NamedTuple):
 
     Attributes:
         optim_state: ``(params, opt_state)``: the param sites' unconstrained
-            values and the optax optimiser's state.
+            values and the optax optimiser's state. Where four or more
+            params are small arrays of one shape and dtype (a model with
+            many scalar sites), ``params`` and the optimiser's dicts laid out
+            like it are ``PackedDict`` mappings, which store those leaves as
+            rows of one array and read like the dict: ``params[name]``,
+            ``params.items()``, ``dict(params)``.
         mutable_state: values of ``mutable`` sites (e.g. BatchNorm
             statistics), or None when the model and guide have none.
         rng_key: key of the next step.
@@ -167,6 +174,109 @@ def _join_static(dynamic, static_part):
     return jax.tree.unflatten(treedef, leaves)
 
 
+class _Lane:
+    """Row ``k`` of ``stack``, standing for one leaf of a PackedDict."""
+
+    __slots__ = ("stack", "k", "tag")
+
+    def __init__(self, stack, k, tag):
+        self.stack, self.k, self.tag = stack, k, tag
+
+
+def _opened_call(step: Callable, state, extra, vectorize: bool):
+    """``step(plain_state, *extra) -> (new_plain_state, loss)`` on a state
+    holding PackedDicts: the step sees plain dicts, and the new state is packed
+    with the same layouts. With ``vectorize`` the traced step is evaluated
+    with its isomorphic operations batched (:mod:`probnn.infer._vectorize`),
+    the packed rows feeding the batched operations directly."""
+    top, top_def = jax.tree.flatten(state, is_leaf=is_packed)
+    opened = []
+    for i, node in enumerate(top):
+        if is_packed(node):
+            view = {name: node[name] for name in node.layout.loose}
+            for g, group in enumerate(node.layout.groups):
+                view.update(
+                    (n, _Lane(node.stacks[g], k, (i, g))) for k, n in enumerate(group)
+                )
+            node = {name: view[name] for name in node.layout.names}
+        opened.append(node)
+    template = jax.tree.unflatten(top_def, opened)
+    leaves, treedef = jax.tree.flatten(
+        template, is_leaf=lambda leaf: isinstance(leaf, _Lane)
+    )
+    dynamic, static_part = _split_static(extra)
+    count = len(leaves)
+    # the positions of each stack's rows among the leaves, row by row
+    rows: dict = {}
+    for position, leaf in enumerate(leaves):
+        if isinstance(leaf, _Lane):
+            rows.setdefault(leaf.tag, {})[leaf.k] = position
+    groups = [
+        [positions[k] for k in range(len(positions))] for positions in rows.values()
+    ]
+
+    def flat_step(*inputs):
+        plain = jax.tree.unflatten(treedef, inputs[:count])
+        new_state, loss = step(plain, *_join_static(list(inputs[count:]), static_part))
+        new_leaves, new_def = jax.tree.flatten(new_state)
+        if new_def != treedef:
+            raise RuntimeError(
+                f"SVI step changed the state's structure from {treedef} to {new_def}"
+            )
+        return [*new_leaves, loss]
+
+    dynamic_positions = [i for i, leaf in enumerate(dynamic) if leaf is not None]
+    inputs = leaves + [dynamic[i] for i in dynamic_positions]
+
+    def flat_inputs(*args):
+        full = list(dynamic)
+        for i, value in zip(dynamic_positions, args[count:]):
+            full[i] = value
+        return flat_step(*args[:count], *full)
+
+    if vectorize:
+        avals = [
+            jax.ShapeDtypeStruct(
+                leaf.stack.shape[1:],
+                leaf.stack.dtype,
+                weak_type=bool(getattr(leaf.stack, "weak_type", False)),
+            )
+            if isinstance(leaf, _Lane)
+            else leaf
+            for leaf in inputs
+        ]
+        given = {
+            i: leaf for i, leaf in enumerate(inputs) if not isinstance(leaf, _Lane)
+        }
+        lanes = {
+            i: (leaf.stack, leaf.k)
+            for i, leaf in enumerate(inputs)
+            if isinstance(leaf, _Lane)
+        }
+        outputs, stacks = _vectorize.call(flat_inputs, avals, given, lanes, groups)
+    else:
+        values = [
+            leaf.stack[leaf.k] if isinstance(leaf, _Lane) else leaf for leaf in inputs
+        ]
+        outputs = flat_inputs(*values)
+        stacks = [jnp.stack([outputs[p] for p in group]) for group in groups]
+    stacked = dict(zip(rows, stacks))
+    loss = outputs[count]
+    new_opened = top_def.flatten_up_to(jax.tree.unflatten(treedef, outputs[:count]))
+    new_top = []
+    for i, (node, new) in enumerate(zip(top, new_opened)):
+        if is_packed(node):
+            node = type(node)(
+                node.layout,
+                [stacked[i, g] for g in range(len(node.stacks))],
+                [new[name] for name in node.layout.loose],
+            )
+        else:
+            node = new
+        new_top.append(node)
+    return jax.tree.unflatten(top_def, new_top), loss
+
+
 def shard_state(state: SVIState, shardings: dict, mesh=None) -> SVIState:
     """Place an :class:`SVIState` on a mesh with some params sharded.
 
@@ -188,6 +298,7 @@ def shard_state(state: SVIState, shardings: dict, mesh=None) -> SVIState:
     Returns:
         The placed state.
     """
+    state = SVIState(unpack(state.optim_state), state.mutable_state, state.rng_key)
     params, opt_state = state.optim_state
     if not isinstance(shardings, dict):
         raise TypeError(
@@ -302,7 +413,18 @@ class SVI:
     >>> posterior_mean = 6.0 / 3.01
     >>> abs(float(result.params["loc"]) - posterior_mean) < 0.2
     True
+
+    A model written site by site traces to the same few operations once per
+    site, and the optimiser updates each param leaf on its own. When the
+    state holds packed params (see :class:`SVIState`), :meth:`update` and
+    :meth:`stable_update` evaluate their traced step with every group of such
+    repeated, independent operations run as one vectorised operation, which
+    cuts XLA's compile time and the step time of many-site models. Set the
+    attribute ``vectorize_steps = False`` (on the class or one instance) to
+    trace the step as written instead.
     """
+
+    vectorize_steps: bool = True
 
     def __init__(self, model: Callable, guide: Callable, optim, loss, **static_kwargs):
         if not _is_gradient_transformation(optim):
@@ -370,6 +492,9 @@ class SVI:
             params, mutable_state = _strongly_typed((params, mutable_state))
             opt_state = self.optim.init(params)
         self._transforms = found["transforms"]
+        packed = pack(params)
+        if is_packed(packed):
+            params, opt_state = packed, pack_like(opt_state, params)
         return SVIState((params, opt_state), mutable_state or None, rng_key)
 
     def _initializer(self, static_part):
@@ -486,6 +611,31 @@ class SVI:
             mutable = svi_state.mutable_state
         return SVIState((params, opt_state), mutable, rng_key), loss, grads
 
+    def _plain_update(self, svi_state, args, kwargs, forward_mode, stable):
+        """One step on a state whose dicts are plain."""
+        new_state, loss, grads = self._step(svi_state, args, kwargs, forward_mode)
+        if not stable:
+            return new_state, loss
+        finite = jnp.isfinite(loss) & _all_finite(grads)
+        kept = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old),
+            (new_state.optim_state, new_state.mutable_state),
+            (svi_state.optim_state, svi_state.mutable_state),
+        )
+        return SVIState(kept[0], kept[1], new_state.rng_key), loss
+
+    def _update(self, svi_state, args, kwargs, forward_mode, stable):
+        self._require_init()
+        if not has_packed(svi_state):
+            return self._plain_update(svi_state, args, kwargs, forward_mode, stable)
+
+        def step(state, call_args, call_kwargs):
+            return self._plain_update(
+                state, call_args, call_kwargs, forward_mode, stable
+            )
+
+        return _opened_call(step, svi_state, (args, kwargs), self.vectorize_steps)
+
     def update(
         self,
         svi_state: SVIState,
@@ -495,10 +645,9 @@ class SVI:
     ):
         """One optimisation step; returns ``(new_state, loss)``. Wrap it in
         ``jax.jit`` for speed (``run`` does)."""
-        new_state, loss, _ = self._step(
-            svi_state, args, kwargs, forward_mode_differentiation
+        return self._update(
+            svi_state, args, kwargs, forward_mode_differentiation, stable=False
         )
-        return new_state, loss
 
     def stable_update(
         self,
@@ -511,16 +660,9 @@ class SVI:
         leaves params, optimiser and mutable state unchanged (the key still
         advances). The returned loss is the step's, so a non-finite value
         reports the skipped step."""
-        new_state, loss, grads = self._step(
-            svi_state, args, kwargs, forward_mode_differentiation
+        return self._update(
+            svi_state, args, kwargs, forward_mode_differentiation, stable=True
         )
-        finite = jnp.isfinite(loss) & _all_finite(grads)
-        kept = jax.tree.map(
-            lambda new, old: jnp.where(finite, new, old),
-            (new_state.optim_state, new_state.mutable_state),
-            (svi_state.optim_state, svi_state.mutable_state),
-        )
-        return SVIState(kept[0], kept[1], new_state.rng_key), loss
 
     def evaluate(self, svi_state: SVIState, *args, **kwargs):
         """The loss at the current params, without a step."""

@@ -13,7 +13,14 @@ import pytest
 import probnn
 import probnn.distributions as dist
 from probnn.distributions import constraints
-from probnn.infer import SVI, SVIState, Trace_ELBO, TraceMeanField_ELBO
+from probnn.infer import (
+    SVI,
+    PackedDict,
+    SVIState,
+    Trace_ELBO,
+    TraceMeanField_ELBO,
+)
+from probnn.infer.autoguide import AutoDelta
 
 Y = jnp.array([0.9, 2.1, 1.4, 3.0, 1.9, 2.6])
 PRIOR_SCALE = 2.0
@@ -104,8 +111,22 @@ def test_run_equals_a_python_loop_of_updates():
     )
 
 
-def test_checkpoint_round_trip_continues_bit_for_bit(tmp_path):
-    svi = SVI(model, guide, optax.adam(0.02), Trace_ELBO())
+def many_scalar_sites(y):
+    for i in range(6):
+        probnn.sample(f"z{i}", dist.Normal(y[i], 1.0))
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["plain", "packed"])
+def test_checkpoint_round_trip_continues_bit_for_bit(tmp_path, packed):
+    if packed:  # six scalar sites: the state holds PackedDicts
+        svi = SVI(
+            many_scalar_sites,
+            AutoDelta(many_scalar_sites),
+            optax.adam(0.02),
+            Trace_ELBO(),
+        )
+    else:
+        svi = SVI(model, guide, optax.adam(0.02), Trace_ELBO())
     whole = svi.run(jax.random.PRNGKey(11), 60, Y, progress_bar=False)
 
     first = svi.run(jax.random.PRNGKey(11), 25, Y, progress_bar=False)
@@ -114,6 +135,7 @@ def test_checkpoint_round_trip_continues_bit_for_bit(tmp_path):
     template = svi.init(jax.random.PRNGKey(0), Y)
     restored = flax.serialization.from_bytes(template, path.read_bytes())
     assert isinstance(restored, SVIState)
+    assert isinstance(restored.optim_state[0], PackedDict) == packed
     second = svi.run(
         jax.random.PRNGKey(0), 35, Y, progress_bar=False, init_state=restored
     )
