@@ -33,9 +33,12 @@ MIN_GROUP = 4
 # values larger than this (elements per member) are batched only when they
 # are already lanes of one array, never copied into a new stack
 MAX_COPY = 4096
-# primitives that are never batched or merged
+# primitives that are never batched or merged (batched, a ``cond`` would run
+# both branches and a ``while`` every member's iterations)
 _OPAQUE = frozenset(
     {
+        "cond",
+        "while",
         "rng_uniform",
         "pure_callback",
         "io_callback",
@@ -214,12 +217,13 @@ class _Evaluator:
         """Whether stacking these values needs no copy of a big array."""
         if self._size(indices[0]) <= MAX_COPY:
             return True
-        lanes = [self.lanes.get(i) for i in indices]
+        lanes = [self.lanes.get(self.same.get(i, i)) for i in indices]
         return None not in lanes and len(_runs(lanes)) == 1
 
     def stack(self, indices: Sequence[int]):
         """The values of ``indices`` stacked along a new leading axis, built
         from the arrays they are lanes of where possible."""
+        indices = [self.same.get(i, i) for i in indices]
         lanes = [self.lanes.get(i) for i in indices]
         loose = list(
             dict.fromkeys(i for i, lane in zip(indices, lanes) if lane is None)
