@@ -2,6 +2,7 @@
 dicts (probnn.infer._packed) and SVI steps on packed states, each checked
 against the same computation run equation by equation on plain dicts."""
 
+import flax.linen as nn
 import flax.serialization
 import jax
 import jax.numpy as jnp
@@ -11,7 +12,17 @@ import pytest
 
 import probnn
 import probnn.distributions as dist
-from probnn.infer import SVI, Trace_ELBO, TraceMeanField_ELBO, _vectorize
+from probnn.control_flow import scan
+from probnn.distributions import constraints
+from probnn.infer import (
+    SVI,
+    RenyiELBO,
+    Trace_ELBO,
+    TraceEnum_ELBO,
+    TraceMeanField_ELBO,
+    _vectorize,
+    config_enumerate,
+)
 from probnn.infer._packed import PackedDict, pack, pack_like, unpack
 from probnn.infer.autoguide import AutoNormal
 
@@ -370,3 +381,108 @@ def test_shard_state_accepts_a_packed_state():
     reference, reference_loss = jax.jit(svi.update)(state, DATA)
     np.testing.assert_allclose(loss, reference_loss, rtol=1e-5)
     states_close(new_state, reference)
+
+
+# -- other ELBOs and model features under batched steps -----------------------------
+
+
+class Regressor(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        # no bias before BatchNorm: its gradient is rounding noise, which
+        # Adam would scale up to full steps
+        h = nn.Dense(4, use_bias=False)(x)
+        h = nn.BatchNorm(use_running_average=False, momentum=0.9)(h)
+        return nn.Dense(1)(jax.nn.relu(h))[..., 0]
+
+
+X = jax.random.normal(jax.random.PRNGKey(7), (16, 3))
+Y = X @ jnp.array([1.0, -1.0, 0.5]) + 1.0
+
+
+def network_model(x, y):
+    """A Flax network with BatchNorm state, scalar offsets and latents, and a
+    latent chain inside a scan."""
+    net = probnn.module("net", Regressor(), input_shape=(-1, 3))
+    offsets = [probnn.param(f"b{i}", 0.1 * i) for i in range(4)]
+    weights = [probnn.sample(f"w{i}", dist.Normal(0.0, 1.0)) for i in range(4)]
+
+    def step(carry, _):
+        c = probnn.sample("c", dist.Normal(0.5 * carry, 1.0))
+        return c, c
+
+    _, chain = scan(step, 0.0, None, length=3)
+    mean = net(x) + sum(offsets) + sum(weights) * x[:, 0] + jnp.sum(chain)
+    with probnn.plate("data", x.shape[0]):
+        probnn.sample("y", dist.Normal(mean, 0.5), obs=y)
+
+
+def network_guide(x, y):
+    for i in range(4):
+        loc = probnn.param(f"w{i}_loc", 0.0)
+        scale = probnn.param(f"w{i}_scale", 0.5, constraint=constraints.positive)
+        probnn.sample(f"w{i}", dist.Normal(loc, scale))
+    chain_loc = probnn.param("c_loc", jnp.zeros(3))
+
+    def step(carry, t):
+        probnn.sample("c", dist.Normal(chain_loc[t], 0.3))
+        return carry, None
+
+    scan(step, 0.0, jnp.arange(3))
+
+
+@config_enumerate
+def mixture_model(x, y):
+    """Enumerated discrete sites beside continuous ones."""
+    for i in range(5):
+        flip = probnn.sample(f"flip{i}", dist.Bernoulli(0.3))
+        mu = probnn.sample(f"mu{i}", dist.Normal(0.0, 3.0))
+        probnn.sample(f"y{i}", dist.Normal(jnp.where(flip, mu, -mu), 1.0), obs=y[i])
+
+
+def mixture_guide(x, y):
+    for i in range(5):
+        loc = probnn.param(f"mu{i}_loc", 0.5)
+        scale = probnn.param(f"mu{i}_scale", 1.0, constraint=constraints.positive)
+        probnn.sample(f"mu{i}", dist.Normal(loc, scale))
+
+
+@pytest.mark.parametrize(
+    "model, guide, loss",
+    [
+        (network_model, network_guide, Trace_ELBO()),
+        (mixture_model, mixture_guide, TraceEnum_ELBO(max_plate_nesting=0)),
+        (many_sites, None, Trace_ELBO(num_particles=3)),
+        (many_sites, None, RenyiELBO(alpha=0.5, num_particles=2)),
+    ],
+    ids=["flax-bn-scan", "enumerated", "particles", "renyi"],
+)
+def test_batched_steps_equal_plain_steps_across_features(model, guide, loss):
+    guide = AutoNormal(model) if guide is None else guide
+    data = (X, Y) if model is network_model else (None, Y[:5])
+    if model is many_sites:
+        data = (DATA,)
+    svi = SVI(model, guide, optax.adam(0.05), loss)
+    state = svi.init(jax.random.PRNGKey(0), *data)
+    assert isinstance(state.optim_state[0], PackedDict)
+
+    def run(vectorize):
+        svi.vectorize_steps = vectorize
+        current, losses = state, []
+        update = jax.jit(svi.update)
+        for _ in range(4):
+            current, loss_value = update(current, *data)
+            losses.append(float(loss_value))
+        return current, np.array(losses)
+
+    batched, batched_losses = run(True)
+    plain, plain_losses = run(False)
+    assert np.all(np.isfinite(batched_losses))
+    np.testing.assert_allclose(batched_losses, plain_losses, rtol=1e-5)
+    states_close(batched, plain)
+    if model is network_model:  # the BatchNorm statistics moved
+        stats = batched.mutable_state["net$state"]["batch_stats"]
+        initial = state.mutable_state["net$state"]["batch_stats"]
+        assert not np.allclose(
+            stats["BatchNorm_0"]["mean"], initial["BatchNorm_0"]["mean"]
+        )
