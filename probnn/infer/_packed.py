@@ -161,15 +161,14 @@ def pack_like(tree, params: dict):
     moments, for example) packed."""
     names = set(params)
 
-    def visit(node):
-        if isinstance(node, dict) and set(node) == names:
-            # in the params' order, so that rows line up with theirs
-            return pack({name: node[name] for name in params})
-        return node
+    def like(node) -> bool:
+        return isinstance(node, dict) and set(node) == names
 
-    return jax.tree.map(
-        visit, tree, is_leaf=lambda node: isinstance(node, dict) and set(node) == names
-    )
+    def visit(node):
+        # in the params' order, so that rows line up with theirs
+        return pack({name: node[name] for name in params}) if like(node) else node
+
+    return jax.tree.map(visit, tree, is_leaf=like)
 
 
 def is_packed(node) -> bool:

@@ -40,9 +40,6 @@ _OPAQUE = frozenset(
         "cond",
         "while",
         "rng_uniform",
-        "pure_callback",
-        "io_callback",
-        "debug_callback",
         "sharding_constraint",
         "device_put",
         "mesh_cast",
@@ -149,9 +146,9 @@ class _Program:
 
     def _key(self, eqn, ins):
         """Ops with equal keys (at equal depth) are batched together; None
-        keeps an op on its own."""
+        keeps an op on its own. (A jaxpr with effects is never batched.)"""
         name = eqn.primitive.name
-        if eqn.effects or name in _OPAQUE or "callback" in name:
+        if name in _OPAQUE or "callback" in name:  # pure_callback has no effect
             return None
         params = eqn.params
         if name == "slice" and ins[0][0] == "var":

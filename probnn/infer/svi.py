@@ -215,24 +215,22 @@ def _opened_call(step: Callable, state, extra, vectorize: bool):
         [positions[k] for k in range(len(positions))] for positions in rows.values()
     ]
 
-    def flat_step(*inputs):
-        plain = jax.tree.unflatten(treedef, inputs[:count])
-        new_state, loss = step(plain, *_join_static(list(inputs[count:]), static_part))
+    dynamic_positions = [i for i, leaf in enumerate(dynamic) if leaf is not None]
+    inputs = leaves + [dynamic[i] for i in dynamic_positions]
+
+    def flat_step(*args):
+        """The state's leaves and the dynamic arguments -> new leaves, loss."""
+        full = list(dynamic)
+        for i, value in zip(dynamic_positions, args[count:]):
+            full[i] = value
+        plain = jax.tree.unflatten(treedef, args[:count])
+        new_state, loss = step(plain, *_join_static(full, static_part))
         new_leaves, new_def = jax.tree.flatten(new_state)
         if new_def != treedef:
             raise RuntimeError(
                 f"SVI step changed the state's structure from {treedef} to {new_def}"
             )
         return [*new_leaves, loss]
-
-    dynamic_positions = [i for i, leaf in enumerate(dynamic) if leaf is not None]
-    inputs = leaves + [dynamic[i] for i in dynamic_positions]
-
-    def flat_inputs(*args):
-        full = list(dynamic)
-        for i, value in zip(dynamic_positions, args[count:]):
-            full[i] = value
-        return flat_step(*args[:count], *full)
 
     if vectorize:
         avals = [
@@ -253,12 +251,12 @@ def _opened_call(step: Callable, state, extra, vectorize: bool):
             for i, leaf in enumerate(inputs)
             if isinstance(leaf, _Lane)
         }
-        outputs, stacks = _vectorize.call(flat_inputs, avals, given, lanes, groups)
+        outputs, stacks = _vectorize.call(flat_step, avals, given, lanes, groups)
     else:
         values = [
             leaf.stack[leaf.k] if isinstance(leaf, _Lane) else leaf for leaf in inputs
         ]
-        outputs = flat_inputs(*values)
+        outputs = flat_step(*values)
         stacks = [jnp.stack([outputs[p] for p in group]) for group in groups]
     stacked = dict(zip(rows, stacks))
     loss = outputs[count]
@@ -628,12 +626,9 @@ class SVI:
         self._require_init()
         if not has_packed(svi_state):
             return self._plain_update(svi_state, args, kwargs, forward_mode, stable)
-
-        def step(state, call_args, call_kwargs):
-            return self._plain_update(
-                state, call_args, call_kwargs, forward_mode, stable
-            )
-
+        step = functools.partial(
+            self._plain_update, forward_mode=forward_mode, stable=stable
+        )
         return _opened_call(step, svi_state, (args, kwargs), self.vectorize_steps)
 
     def update(
