@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln
 
-from probnn.distributions.util import is_concrete
+from probnn.distributions.util import is_concrete, lead_ones
 
 
 def _one_of(name: str, probs, logits):
@@ -32,17 +32,10 @@ def _promote(*params, event_ndims=None):
     event_ndims = event_ndims or (0,) * len(params)
     batch_ndims = [np.ndim(p) - k for p, k in zip(params, event_ndims)]
     target = max(batch_ndims)
-    promoted = []
-    for p, b in zip(params, batch_ndims):
-        if b == target:
-            promoted.append(p)
-            continue
-        shape = (1,) * (target - b) + np.shape(p)
-        if isinstance(p, jax.Array):
-            promoted.append(jnp.reshape(p, shape))
-        else:
-            promoted.append(np.reshape(np.asarray(p), shape))
-    return tuple(promoted)
+    return tuple(
+        p if b == target else lead_ones(p, target - b)
+        for p, b in zip(params, batch_ndims)
+    )
 
 
 def _float(x):

@@ -17,7 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from probnn.distributions import constraints
-from probnn.distributions.util import is_concrete, promote_shapes, sum_rightmost
+from probnn.distributions.util import (
+    is_concrete,
+    lead_ones,
+    promote_shapes,
+    sum_rightmost,
+)
 
 __all__ = [
     "Delta",
@@ -312,10 +317,7 @@ class ExpandedDistribution(_Wrapper):
         if missing:
             # Give the base the full batch rank (leading singleton dims) so that
             # dims later added by scan or vmap line up with the expanded ones.
-            base_dist = jax.tree.map(
-                lambda leaf: jnp.reshape(leaf, (1,) * missing + jnp.shape(leaf)),
-                base_dist,
-            )
+            base_dist = jax.tree.map(lambda leaf: lead_ones(leaf, missing), base_dist)
         self.base_dist = base_dist
         super().__init__(batch_shape, base_dist.event_shape, validate_args=False)
 

@@ -40,18 +40,21 @@ def promote_shapes(*params, event_ndims=None):
     batch_ndims = [np.ndim(p) - k for p, k in zip(params, event_ndims)]
     target = max(batch_ndims)
 
-    def reshape(p, extra):
-        shape = (1,) * extra + np.shape(p)
-        # Concrete inputs stay concrete (numpy), so static values such as an
-        # integer total_count are not turned into traced values under jit.
-        if isinstance(p, jax.Array):
-            return jnp.reshape(p, shape)
-        return np.reshape(p, shape)
-
     return tuple(
-        p if b == target else reshape(p, target - b)
+        p if b == target else lead_ones(p, target - b)
         for p, b in zip(params, batch_ndims)
     )
+
+
+def lead_ones(p, extra: int):
+    """``p`` with ``extra`` leading singleton dims. Host values (Python
+    numbers, numpy arrays) are reshaped with numpy, so static values such as
+    an integer total_count or the bounds of an enumerated support stay
+    concrete inside ``jit``."""
+    shape = (1,) * extra + np.shape(p)
+    if isinstance(p, jax.Array):
+        return jnp.reshape(p, shape)
+    return np.reshape(np.asarray(p), shape)
 
 
 def log1mexp(x):

@@ -363,7 +363,8 @@ def _inside(frames, context) -> bool:
 
 
 def _size(term: _Term, dim: int) -> int:
-    return jnp.shape(term.log)[dim]
+    shape = jnp.shape(term.log)
+    return shape[dim] if -dim <= len(shape) else 1
 
 
 def _combine(terms, ring, dims, structure):
@@ -453,7 +454,7 @@ def _eliminate(terms, level, target, sum_dims, ring, structure):
         else:
             plain.append(term)
     for context, group in groups.values():
-        plain.append(_contract_scan(context, group, level, ring, structure))
+        plain.extend(_contract_scan(context, group, level, ring, structure))
 
     all_dims = dict(sum_dims)
     if level == 0:
@@ -525,16 +526,52 @@ def _default_method():
     return "sequential" if jax.default_backend() == "cpu" else "parallel"
 
 
-def _contract_scan(context, terms, level, ring, structure) -> _Term:
-    """Sum a scan's enumerated sites out along time; the result lives outside
-    the scan (its plates are those around the scan call)."""
-    history = context.history
-    # sites whose past values reach a later step: the recursion's state
-    state = [
+def _contract_scan(context, terms, level, ring, structure) -> list:
+    """Sum a scan's enumerated sites out along time.
+
+    The scan's terms split into groups linked through the scan's enumerated
+    sites. A group whose sites carry values from step to step is a chain:
+    it is contracted by a recursion over time, batched over the plates its
+    carried sites sit in (those around the scan call and those declared
+    inside the body alike), and the result is a term in those plates. The
+    other groups are independent across steps: each step is contracted on
+    its own and the steps are added up.
+    """
+    # the dims of the scan's own sites and of scans nested in its body
+    scan_dims = {
+        dim
+        for dim, inner in [
+            *((d, v[2]) for d, v in structure.variables.items()),
+            *structure.lag_dims.items(),
+        ]
+        if inner is context or _inside(getattr(inner, "frames", ()), context)
+    }
+    chains, independent = [], []
+    for group, _ in _components(terms, scan_dims):
+        state = _carried(context, group)
+        if state:
+            chains.append((group, state))
+        else:
+            independent.extend(group)
+    if independent:
+        chains.append((independent, []))
+    return [
+        _contract_chain(context, group, state, level, ring, structure)
+        for group, state in chains
+    ]
+
+
+def _carried(context, terms) -> list:
+    """Names of the scan's sites whose past values reach a later step."""
+    return [
         name
         for name, dims in context.dims.items()
         if any(_size(t, d) > 1 for t in terms for d in dims[1:])
     ]
+
+
+def _contract_chain(context, terms, state, level, ring, structure) -> _Term:
+    history = context.history if state else 0
     lag_dims = [
         [context.dims[name][lag] for name in state] for lag in range(history + 1)
     ]
@@ -545,7 +582,24 @@ def _contract_scan(context, terms, level, ring, structure) -> _Term:
         for dim in dims[:1]
         if dim not in keep and dim in structure.variables
     }
-    target = context.outer_plates
+    # the recursion runs over every plate a carried site sits in
+    target = frozenset(context.outer_plates).union(
+        *(structure.variables[context.dims[name][0]][1] for name in state)
+    )
+    for term in terms:
+        if not target <= term.ordinal:
+            carried = sorted(
+                name
+                for name in state
+                if not structure.variables[context.dims[name][0]][1] <= term.ordinal
+            )
+            raise ValueError(
+                f"site {term.names[0]!r} in plates {sorted(term.ordinal)} is linked "
+                f"to enumerated site(s) {carried} of the same scan, which carry "
+                f"their values from step to step inside plates "
+                f"{sorted(target - term.ordinal)}: the model is not a tree of "
+                "plates that enumeration can sum exactly"
+            )
     lead = _lead_ndim(terms[0].frames[:level])
     steps = {}
     scale = None
@@ -593,8 +647,7 @@ def _contract_scan(context, terms, level, ring, structure) -> _Term:
     final = tuple(d for dims in lag_dims[:history] for d in dims)
     alpha = _pad_rank(alpha, lead + structure.rank)
     result = ring.reduce(alpha, final)
-    ordinal = frozenset(target)
-    return _Term(result, ordinal, scale, tuple(names), terms[0].frames[:level])
+    return _Term(result, target, scale, tuple(names), terms[0].frames[:level])
 
 
 def _pad_rank(x, rank):
