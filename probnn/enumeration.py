@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from probnn.runtime import Message, Messenger
 
-__all__ = ["ScanEnumContext", "config_enumerate", "enum"]
+__all__ = ["ScanEnumContext", "config_enumerate", "enum", "markov"]
 
 _METHODS = ("parallel",)
 
@@ -141,10 +141,15 @@ class enum(Messenger):
             )
         self.first_available_dim = first_available_dim
         self._next_dim = first_available_dim
+        # dims given to sites inside markov loops: dim -> (holder's name,
+        # holder's loop steps); a dim passes to a later site once its holder
+        # is out of that site's history window
+        self._holders: dict[int, tuple] = {}
         super().__init__(fn)
 
     def __enter__(self):
         self._next_dim = self.first_available_dim
+        self._holders = {}
         return super().__enter__()
 
     def __call__(self, *args, **kwargs):
@@ -174,7 +179,25 @@ class enum(Messenger):
 
     def process_message(self, msg: Message) -> None:
         if msg["value"] is None and is_enumerated(msg):
-            _mark(msg, self.allocate(msg["name"]))
+            steps = msg["infer"].get("_loop_steps")
+            if steps:
+                dim = self._recycled_dim(steps)
+                if dim is None:
+                    dim = self.allocate(msg["name"])
+                self._holders[dim] = (msg["name"], steps)
+            else:
+                dim = self.allocate(msg["name"])
+            _mark(msg, dim)
+        if self._holders and msg["type"] == "sample":
+            # which variable each recycled dim stands for at this site
+            msg["infer"]["_dim_vars"] = {d: h[0] for d, h in self._holders.items()}
+
+    def _recycled_dim(self, steps) -> int | None:
+        """The rightmost dim whose holder a site at ``steps`` cannot see."""
+        free = [
+            d for d, (_, held) in self._holders.items() if _out_of_window(held, steps)
+        ]
+        return max(free) if free else None
 
     # -- scan -----------------------------------------------------------------
 
@@ -207,6 +230,92 @@ class _GuideScanStep(Messenger):
                 f"guide site {msg['name']!r} is marked for enumeration inside a "
                 "scan; enumerate scanned discrete sites in the model"
             )
+
+
+def _out_of_window(held, steps) -> bool:
+    """Whether a site at loop ``steps`` is past the history window of a
+    variable made at ``held`` (both tuples of ``(markov, index)``, outermost
+    loop first): they first differ in the index of one loop, with more than
+    that loop's ``history`` steps between them."""
+    for (loop_a, index_a), (loop_b, index_b) in zip(held, steps, strict=False):
+        if loop_a is not loop_b:
+            return False
+        if index_a != index_b:
+            return not loop_a.keep and index_b - index_a > loop_a.history
+    return False
+
+
+class markov(Messenger):
+    """Markov structure for Python loops: enumerated sites made ``history``
+    or more iterations apart share enumeration dims, so a loop of any length
+    needs ``history + 1`` dims per enumerated site (NumPyro's
+    ``numpyro.contrib.funsor.markov``).
+
+    A site may depend on the enumerated sites of the last ``history``
+    iterations only (and on those outside the loop). Forms:
+    ``for t in markov(range(T)): ...`` (each iteration a step),
+    ``with loop: ...`` with one ``loop = markov()`` entered once per step,
+    and ``markov(fn)`` (each call a step).
+
+    Args:
+        fn: an iterable to loop over, or a function to wrap, or None.
+        history: how many past steps a step's sites may depend on.
+        keep: when True, no dims are recycled (branches of a tree-shaped
+            recursion may then depend on each other).
+
+    >>> import jax.numpy as jnp, probnn, probnn.distributions as dist
+    >>> from probnn.infer.util import log_density
+    >>> def hmm(ys):
+    ...     x = 0
+    ...     for t in markov(range(len(ys))):
+    ...         probs = jnp.array([[0.9, 0.1], [0.2, 0.8]])[x]
+    ...         x = probnn.sample(f"x_{t}", dist.Categorical(probs),
+    ...                           infer={"enumerate": "parallel"})
+    ...         probnn.sample(f"y_{t}", dist.Normal(1.0 * x, 1.0), obs=ys[t])
+    >>> round(float(log_density(hmm, (jnp.zeros(50),), {}, {})[0]), 2)
+    -49.65
+    """
+
+    def __init__(self, fn=None, history: int = 1, keep: bool = False):
+        if not isinstance(history, int) or isinstance(history, bool) or history < 0:
+            raise ValueError(f"markov: history must be an int >= 0, got {history!r}")
+        self.history = history
+        self.keep = bool(keep)
+        self._iterable = None
+        if fn is not None and not callable(fn):
+            if not hasattr(fn, "__iter__"):
+                raise TypeError(
+                    "markov: expects an iterable to loop over or a function to "
+                    f"wrap, got {type(fn).__name__}"
+                )
+            self._iterable, fn = fn, None
+        self._step = -1
+        self._depth = 0
+        super().__init__(fn)
+
+    def __iter__(self):
+        if self._iterable is None:
+            raise TypeError("markov: only markov(iterable) can be iterated over")
+        for value in self._iterable:
+            with self:
+                yield value
+
+    def __enter__(self):
+        if self._depth == 0:
+            self._step += 1
+        self._depth += 1
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        self._depth -= 1
+        return super().__exit__(*exc)
+
+    def process_message(self, msg: Message) -> None:
+        if msg["type"] != "sample":
+            return
+        # handlers run innermost first: the outer loops prepend their steps
+        steps = msg["infer"].get("_loop_steps", ())
+        msg["infer"]["_loop_steps"] = ((self, self._step),) + steps
 
 
 def max_plate_nesting(fn: Callable, args: tuple, kwargs: dict) -> int:

@@ -165,7 +165,7 @@ class _Term(NamedTuple):
 class _Structure:
     """Plates, enumerated variables and scans of one trace."""
 
-    def __init__(self, model_trace: dict, guide_trace: dict | None = None):
+    def __init__(self, model_trace: dict, guide_trace: dict | None = None, unique=None):
         # enumerated guide sites: dim -> (name, ordinal, execution order)
         self.guide_vars: dict[int, tuple] = {}
         self.guide_weights: dict[int, Any] = {}
@@ -193,6 +193,7 @@ class _Structure:
                 self.plate_factor[frame.name] = frame.size / frame.subsample_size
             dim = site["infer"].get("_enumerate_dim")
             if dim is not None:
+                dim = (unique or {}).get(name, dim)
                 frames = site["infer"].get("_markov", ())
                 context = frames[-1][0] if frames else None
                 base = site["infer"].get("_markov_name", name)
@@ -242,15 +243,55 @@ def _same_scale(a, b) -> bool:
     return False
 
 
-def _site_terms(model_trace, structure, logs=None):
+def _unique_dims(model_trace) -> dict:
+    """A dim of its own for every variable of a markov loop (whose dims the
+    loop recycles), left of every dim the trace uses: name -> dim."""
+    holders, lowest = [], -1
+    for site in model_trace.values():
+        if site["type"] != "sample":
+            continue
+        for frame in site["cond_indep_stack"]:
+            lowest = min(lowest, frame.dim)
+        dim = site["infer"].get("_enumerate_dim")
+        if dim is not None:
+            lowest = min(lowest, dim)
+        for context, _ in site["infer"].get("_markov", ()):
+            lowest = min([lowest, *(d for ds in context.dims.values() for d in ds)])
+        for holder in site["infer"].get("_dim_vars", {}).values():
+            if holder not in holders:
+                holders.append(holder)
+    return {name: lowest - 1 - i for i, name in enumerate(holders)}
+
+
+def _unrecycle(log, lead, site, unique):
+    """Move each recycled dim of a site's log density (right of its ``lead``
+    axes) to the dim of the variable it stands for at that site."""
+    moves = {d: unique[h] for d, h in site["infer"].get("_dim_vars", {}).items()}
+    moves = {d: u for d, u in moves.items() if -d <= jnp.ndim(log) - lead}
+    if not moves:
+        return log
+    shape = jnp.shape(log)
+    rank = max(-u for u in moves.values())
+    log = jnp.reshape(
+        log, shape[:lead] + (1,) * (rank - len(shape) + lead) + shape[lead:]
+    )
+    order = list(range(jnp.ndim(log)))
+    for d, u in moves.items():
+        order[d], order[u] = order[u], order[d]
+    return jnp.transpose(log, order)
+
+
+def _site_terms(model_trace, structure, logs=None, unique=None):
     """One term per sample site, padded to a common layout."""
     raw = []
     for name, site in model_trace.items():
         if site["type"] != "sample":
             continue
-        log = logs[name] if logs is not None and name in logs else site_log(site)
+        log = logs[name]
         frames = site["infer"].get("_markov", ())
         lead = _lead_ndim(frames)
+        if unique:
+            log = _unrecycle(log, lead, site, unique)
         raw.append((name, site, log, frames, lead))
         structure.rank = max(structure.rank, jnp.ndim(log) - lead)
     terms = []
@@ -266,7 +307,7 @@ def _site_terms(model_trace, structure, logs=None):
     return terms
 
 
-def _guide_terms(guide_trace, structure) -> list:
+def _guide_terms(guide_trace, structure, logs) -> list:
     """``-log q`` of every latent guide site (not yet padded to the layout),
     and the weights ``q`` of the enumerated ones."""
     terms = []
@@ -278,7 +319,7 @@ def _guide_terms(guide_trace, structure) -> list:
                 f"TraceEnum_ELBO: guide site {name!r} sits in a scan of a guide "
                 "with enumerated sites; enumerate inside scans in the model"
             )
-        log = site_log(site)
+        log = logs[name]
         structure.rank = max(structure.rank, jnp.ndim(log))
         dim = site["infer"].get("_enumerate_dim")
         if dim is not None:
@@ -765,26 +806,48 @@ def contract_trace(
         ring: the contraction's semiring (default: exact sum-product).
         logs: optional replacement log densities by site name (used by
             ``infer_discrete`` to differentiate with respect to them).
+            Called outside ``jit``, the contraction runs as one jitted
+            function.
         guide_trace: a guide trace with enumerated sites (recorded under
             ``enum``); the result is then the ELBO: the expectation, over
             the guide's enumerated sites, of ``log p - log q`` (its other
             sites enter as in Trace_ELBO).
     """
     ring = _SumProduct() if ring is None else ring
-    structure = _Structure(model_trace, guide_trace)
-    guide_terms = [] if guide_trace is None else _guide_terms(guide_trace, structure)
-    terms = _site_terms(model_trace, structure, logs)
-    if guide_terms:
-        pad = functools.partial(_pad_rank, rank=structure.rank)
-        structure.guide_weights = {
-            d: pad(w) for d, w in structure.guide_weights.items()
-        }
-        terms += [t._replace(log=pad(t.log)) for t in guide_terms]
-        for term in terms[-len(guide_terms) :]:
-            _check_dims(term, structure)
-    sum_dims = {dim: v[1] for dim, v in structure.variables.items() if v[2] is None}
-    out = _eliminate(terms, 0, frozenset(), sum_dims, ring, structure)
-    total = jnp.zeros(())
-    for term in out:
-        total = total + jnp.sum(_apply_scale(term))
-    return total
+    logs = dict(logs or {})
+    for name, site in model_trace.items():
+        if site["type"] == "sample" and name not in logs:
+            logs[name] = site_log(site)
+    guide_logs = {
+        name: site_log(site)
+        for name, site in (guide_trace or {}).items()
+        if site["type"] == "sample" and not site["is_observed"]
+    }
+
+    def contract(logs, guide_logs):
+        unique = _unique_dims(model_trace)
+        structure = _Structure(model_trace, guide_trace, unique)
+        guide_terms = []
+        if guide_trace is not None:
+            guide_terms = _guide_terms(guide_trace, structure, guide_logs)
+        terms = _site_terms(model_trace, structure, logs, unique)
+        if guide_terms:
+            pad = functools.partial(_pad_rank, rank=structure.rank)
+            structure.guide_weights = {
+                d: pad(w) for d, w in structure.guide_weights.items()
+            }
+            terms += [t._replace(log=pad(t.log)) for t in guide_terms]
+            for term in terms[-len(guide_terms) :]:
+                _check_dims(term, structure)
+        sum_dims = {dim: v[1] for dim, v in structure.variables.items() if v[2] is None}
+        out = _eliminate(terms, 0, frozenset(), sum_dims, ring, structure)
+        total = jnp.zeros(())
+        for term in out:
+            total = total + jnp.sum(_apply_scale(term))
+        return total
+
+    if isinstance(jnp.zeros(()), jax.core.Tracer):
+        return contract(logs, guide_logs)
+    # called eagerly: one compiled contraction instead of an XLA compilation
+    # for every distinct tensor shape along the way
+    return jax.jit(contract)(logs, guide_logs)
