@@ -117,7 +117,9 @@ def _run_enumerated(f, init, xs, length, reverse, handlers, context):
     else:
         steps = jnp.arange(num_init, length)
         rest_xs = jax.tree.map(lambda leaf: leaf[num_init:], xs)
-    carry, (ys, outputs) = _loop_or_map(body, carry, steps, rest_xs, rest, reverse)
+    carry, (ys, outputs) = _loop_or_map(
+        body, carry, steps, rest_xs, rest, reverse, num_init > 0
+    )
     for handler, output in zip(others, outputs, strict=True):
         handler.scan_finish(output)
     if num_init:
@@ -129,15 +131,23 @@ def _run_enumerated(f, init, xs, length, reverse, handlers, context):
     return carry, ys
 
 
-def _loop_or_map(body, carry, steps, xs, length, reverse):
-    """``lax.scan(body, carry, (steps, xs))``, evaluated without a loop when
-    the carry a step returns does not depend on the carry it receives.
+def _loop_or_map(body, carry, steps, xs, length, reverse, carry_from_body):
+    """``lax.scan(body, carry, (steps, xs))``, evaluated as one batched
+    computation (``vmap``) over the steps where the carry allows.
 
-    Under enumeration that is the common case: the carry holds enumerated
-    values, which after the lag shift are the same support arrays at every
-    step. The steps then run as one batched computation (``vmap``): first
-    the carries each step returns, then every step with its predecessor's
-    carry. The body is traced once either way.
+    Under enumeration the carry mostly holds enumerated values, which after
+    the lag shift are the same support arrays at every step. The carry's
+    leaves split into *chained* ones, which a step computes from the carry
+    it receives (a step counter), and *free* ones, which it computes from
+    its own inputs alone (the enumerated values). Only the chained leaves
+    need a loop, and it computes nothing else; the free leaves each step
+    receives are its predecessor's, computed for all steps at once, or,
+    when they are the same at every step and ``carry_from_body`` says that
+    the incoming carry was returned by this body too, passed unbatched, so
+    that whatever the steps compute from them alone (a transition table
+    indexed by the previous state) is computed once. Where the chained
+    leaves read the free ones, the whole body runs in ``lax.scan``. The body
+    is traced once either way.
     """
     x_first = jax.tree.map(lambda leaf: leaf[0], xs)
     structure = []
@@ -150,34 +160,68 @@ def _loop_or_map(body, carry, steps, xs, length, reverse):
     closed = jax.make_jaxpr(flat_body)(carry, (steps[0], x_first))
     out_tree = structure[0]
     evaluate = jax.extend.core.jaxpr_as_fun(closed)
-    carry_tree = jax.tree.structure(carry)
-    num_carry = carry_tree.num_leaves
+    carry_leaves, carry_tree = jax.tree.flatten(carry)
+    num_carry = len(carry_leaves)
+    inputs = range(num_carry, len(closed.jaxpr.invars))
 
-    def run(carry, step_and_x):
-        flat = jax.tree.leaves((carry, step_and_x))
-        return jax.tree.unflatten(out_tree, evaluate(*flat))
+    def run(carry_leaves, step_and_x):
+        flat = list(carry_leaves) + jax.tree.leaves(step_and_x)
+        out = jax.tree.unflatten(out_tree, evaluate(*flat))
+        return jax.tree.leaves(out[0]), out[1]
 
-    if _depends_on(closed.jaxpr, range(num_carry), range(num_carry)):
-        return jax.lax.scan(run, carry, (steps, xs), length=length, reverse=reverse)
+    jaxpr = closed.jaxpr
+    chained = [i for i in range(num_carry) if _depends_on(jaxpr, range(num_carry), [i])]
+    free = [i for i in range(num_carry) if i not in chained]
+    if chained and _depends_on(jaxpr, free, chained):
 
-    def new_carry(step_and_x):
-        return run(carry, step_and_x)[0]
+        def loop_body(carry, step_and_x):
+            leaves, y = run(jax.tree.leaves(carry), step_and_x)
+            return jax.tree.unflatten(carry_tree, leaves), y
 
-    # carries returned by every step (they do not depend on the carry in)
-    returned = jax.vmap(new_carry)((steps, xs))
-    if length > 1:
+        return jax.lax.scan(
+            loop_body, carry, (steps, xs), length=length, reverse=reverse
+        )
+
+    received = list(carry_leaves)
+    axes = [None] * num_carry
+    last = list(carry_leaves)
+    if chained:
+        # the chained leaves by a loop that computes only them
+
+        def chain(values, step_and_x):
+            leaves = list(carry_leaves)
+            for i, value in zip(chained, values, strict=True):
+                leaves[i] = value
+            new = run(leaves, step_and_x)[0]
+            return [new[i] for i in chained], values
+
+        final, series = jax.lax.scan(
+            chain,
+            [carry_leaves[i] for i in chained],
+            (steps, xs),
+            length=length,
+            reverse=reverse,
+        )
+        for i, value, values in zip(chained, final, series, strict=True):
+            received[i], axes[i], last[i] = values, 0, value
+    constant = carry_from_body and not _depends_on(jaxpr, [*chained, *inputs], free)
+    if free and not constant:
+        # the free leaves every step returns, from its own inputs
+        returned = jax.vmap(lambda c, sx: run(c, sx)[0], in_axes=(axes, 0))(
+            received, (steps, xs)
+        )
 
         def predecessors(first, later):
             if reverse:  # step i follows step i + 1
                 return jnp.concatenate([later[1:], first[None]])
             return jnp.concatenate([first[None], later[:-1]])
 
-        received = jax.tree.map(predecessors, carry, returned)
-    else:
-        received = jax.tree.map(lambda leaf: leaf[None], carry)
-    _, outputs = jax.vmap(run)(received, (steps, xs))
-    last = jax.tree.map(lambda leaf: leaf[0] if reverse else leaf[-1], returned)
-    return last, outputs
+        for i in free:
+            received[i] = predecessors(jnp.asarray(carry_leaves[i]), returned[i])
+            axes[i] = 0
+            last[i] = returned[i][0] if reverse else returned[i][-1]
+    _, outputs = jax.vmap(run, in_axes=(axes, 0))(received, (steps, xs))
+    return jax.tree.unflatten(carry_tree, last), outputs
 
 
 def _depends_on(jaxpr, inputs, outputs) -> bool:

@@ -22,7 +22,7 @@ from probnn.runtime import Message, Messenger
 
 __all__ = ["ScanEnumContext", "config_enumerate", "enum", "markov"]
 
-_METHODS = ("parallel",)
+_METHODS = ("parallel", "sequential")
 
 
 class config_enumerate(Messenger):
@@ -30,8 +30,10 @@ class config_enumerate(Messenger):
     support with ``infer={"enumerate": default}`` (sites that already say how
     they want to be enumerated keep their setting).
 
-    Usable as a decorator: ``@config_enumerate`` or
-    ``config_enumerate(model, default="parallel")``.
+    Usable as a decorator: ``@config_enumerate``,
+    ``@config_enumerate(default="parallel")`` or
+    ``config_enumerate(model, default="parallel")``. Sites marked
+    ``"sequential"`` are drawn rather than summed out, as in NumPyro.
 
     >>> import probnn, probnn.distributions as dist
     >>> from probnn.handlers import seed, trace
@@ -70,7 +72,8 @@ def is_enumerated(msg: Message) -> bool:
             f"sample site {msg['name']!r}: infer['enumerate']={how!r} is not "
             f"supported; use one of {_METHODS}"
         )
-    return True
+    # as in NumPyro, "sequential" sites are drawn, not summed out
+    return how == "parallel"
 
 
 def _support(msg: Message, dim: int):
@@ -178,6 +181,18 @@ class enum(Messenger):
         return dim
 
     def process_message(self, msg: Message) -> None:
+        if (
+            msg["value"] is None
+            and msg["type"] == "sample"
+            and msg["infer"].get("enumerate") == "sequential"
+            and not isinstance(self, guide_enum)
+        ):
+            raise ValueError(
+                f"sample site {msg['name']!r} is marked "
+                "infer={'enumerate': 'sequential'} but nothing gives it a value: "
+                "enumeration sums out 'parallel' sites only (as in NumPyro); "
+                "mark it 'parallel' or sample it in the guide"
+            )
         if msg["value"] is None and is_enumerated(msg):
             steps = msg["infer"].get("_loop_steps")
             if steps:

@@ -105,9 +105,16 @@ class Messenger:
 
     def __call__(self, *args, **kwargs):
         if self.fn is None:
+            if len(args) == 1 and not kwargs and callable(args[0]):
+                # made without a function, applied as a decorator later:
+                # ``@scale(scale=2.0)``
+                self.fn = args[0]
+                functools.update_wrapper(self, args[0], updated=[])
+                return self
             raise TypeError(
                 f"{type(self).__name__} was created without a function to wrap; "
-                "use it as a context manager or pass fn="
+                "apply it to one (as a decorator), use it as a context manager "
+                "or pass fn="
             )
         with self:
             return self.fn(*args, **kwargs)

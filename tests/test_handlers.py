@@ -518,3 +518,15 @@ def test_infer_config_keeps_existing_hints_and_users_dict():
     tr = seeded_trace(infer_config(model, config_fn=lambda site: {"a": 1}))
     assert tr["x"]["infer"] == {"is_auxiliary": True, "a": 1}
     assert hints == {"is_auxiliary": True}
+
+
+def test_handler_made_without_function_applies_as_decorator():
+    @scale(scale=3.0)
+    def model():
+        probnn.sample("x", dist.Normal(0.0, 1.0), obs=1.0)
+
+    (site,) = trace(model).get_trace().values()
+    assert site["scale"] == 3.0
+    assert model.__name__ == "model"
+    with pytest.raises(TypeError, match="without a function to wrap"):
+        scale(scale=2.0)(1, 2)

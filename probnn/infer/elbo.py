@@ -407,8 +407,11 @@ class TraceEnum_ELBO(ELBO):
         enumerated = enum(replayed, first_available_dim=first_model_dim)
         model_trace = trace(seed(enumerated, model_key)).get_trace(*args, **kwargs)
         if enumerated_guide:
-            elbo = contract_trace(model_trace, guide_trace=guide_trace)
+            elbo = contract_trace(
+                model_trace, guide_trace=guide_trace, unmask_enumerated=True
+            )
         else:
-            elbo = contract_trace(model_trace) - _guide_log_density(guide_trace)
+            elbo = contract_trace(model_trace, unmask_enumerated=True)
+            elbo = elbo - _guide_log_density(guide_trace)
         elbo = _with_score_gradient(elbo, _score_term(guide_trace))
         return elbo, mutable_state_of(model_trace, guide_trace)

@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from probnn.distributions.discrete import Categorical
+from probnn.distributions.distribution import ExpandedDistribution, MaskedDistribution
 from probnn.runtime import Message
 
 __all__ = ["contract_trace"]
@@ -294,6 +295,10 @@ def _site_terms(model_trace, structure, logs=None, unique=None):
             log = _unrecycle(log, lead, site, unique)
         raw.append((name, site, log, frames, lead))
         structure.rank = max(structure.rank, jnp.ndim(log) - lead)
+    # the layout holds every enumeration dim, also those no density reaches
+    # (the lag dims of a site whose past values nothing reads)
+    dims = [*structure.variables, *structure.lag_dims, *structure.guide_vars]
+    structure.rank = max([structure.rank, *(-d for d in dims)])
     terms = []
     for name, site, log, frames, lead in raw:
         shape = jnp.shape(log)
@@ -307,7 +312,7 @@ def _site_terms(model_trace, structure, logs=None, unique=None):
     return terms
 
 
-def _guide_terms(guide_trace, structure, logs) -> list:
+def _guide_terms(guide_trace, structure, logs, weights) -> list:
     """``-log q`` of every latent guide site (not yet padded to the layout),
     and the weights ``q`` of the enumerated ones."""
     terms = []
@@ -323,16 +328,17 @@ def _guide_terms(guide_trace, structure, logs) -> list:
         structure.rank = max(structure.rank, jnp.ndim(log))
         dim = site["infer"].get("_enumerate_dim")
         if dim is not None:
-            structure.guide_weights[dim] = log
+            structure.guide_weights[dim] = weights[name]
         terms.append(
             _Term(-log, _ordinal(site), _user_scale(site, structure), (name,), ())
         )
     return terms
 
 
-def site_log(site: Message):
-    """Unscaled log density of a sample site (masks applied by its distribution)."""
-    fn = site["fn"]
+def site_log(site: Message, unmasked: bool = False):
+    """Unscaled log density of a sample site (masks applied by its
+    distribution, unless ``unmasked``)."""
+    fn = _without_mask(site["fn"]) if unmasked else site["fn"]
     dim = site["infer"].get("_enumerate_dim")
     if dim is not None and isinstance(fn, Categorical):
         # the value is the whole support along `dim`: the log density is the
@@ -343,6 +349,16 @@ def site_log(site: Message):
             log_probs = jnp.reshape(log_probs, (1,) * missing + log_probs.shape)
         return jnp.squeeze(jnp.swapaxes(log_probs, -1, dim - 1), -1)
     return fn.log_prob(site["value"])
+
+
+def _without_mask(fn):
+    """``fn`` with its mask wrappers removed (same batch shape)."""
+    if isinstance(fn, MaskedDistribution):
+        return _without_mask(fn.base_dist)
+    if isinstance(fn, ExpandedDistribution):
+        inner = _without_mask(fn.base_dist)
+        return fn if inner is fn.base_dist else inner.expand(fn.batch_shape)
+    return fn
 
 
 def _check_dims(term: _Term, structure: _Structure) -> None:
@@ -431,8 +447,10 @@ def _elimination_cost(terms, dim) -> int:
     return math.prod(jnp.broadcast_shapes(*shapes)) if shapes else 0
 
 
-def _sum_out(terms, dims, ring, structure):
-    """Eliminate ``dims`` from ``terms`` one at a time, cheapest first."""
+def _sum_out(terms, dims, ring, structure, combine=True):
+    """Eliminate ``dims`` from ``terms`` one at a time, cheapest first; the
+    resulting term, or with ``combine=False`` the terms left (those that
+    share no eliminated dim stay apart)."""
     terms = list(terms)
     dims = set(dims)
     while dims:
@@ -443,6 +461,8 @@ def _sum_out(terms, dims, ring, structure):
             continue
         terms = [t for t in terms if _size(t, dim) == 1]
         terms.append(_combine(involved, ring, (dim,), structure))
+    if not combine:
+        return terms
     if len(terms) == 1:
         return terms[0]
     if all(_same_scale(terms[0].scale, t.scale) for t in terms):
@@ -456,11 +476,13 @@ def _apply_scale(term: _Term):
     return term.log if term.scale is None else term.log * term.scale
 
 
-def _components(terms, dims):
-    """Split ``terms`` into groups connected through ``dims``."""
+def _components(terms, dims, same=None):
+    """Split ``terms`` into groups connected through ``dims`` (``same`` maps
+    dims that stand for one variable, such as its lag dims, to one key)."""
+    same = same or {}
     groups: list[tuple[list, set]] = []
     for term in terms:
-        mine = {d for d in dims if _size(term, d) > 1}
+        mine = {same.get(d, d) for d in dims if _size(term, d) > 1}
         joined = [g for g in groups if g[1] & mine]
         merged_terms = [term] + [t for g in joined for t in g[0]]
         merged_dims = mine.union(*(g[1] for g in joined))
@@ -495,7 +517,13 @@ def _eliminate(terms, level, target, sum_dims, ring, structure):
         else:
             plain.append(term)
     for context, group in groups.values():
-        plain.extend(_contract_scan(context, group, level, ring, structure))
+        others = [t for c, g in groups.values() if c is not context for t in g]
+        leading = _leading_terms(group, plain, others, sum_dims, level)
+        results, consumed = _contract_scan(
+            context, group, level, ring, structure, leading
+        )
+        plain = [t for t in plain if not any(t is c for c in consumed)]
+        plain.extend(results)
 
     all_dims = dict(sum_dims)
     if level == 0:
@@ -533,16 +561,25 @@ def _eliminate(terms, level, target, sum_dims, ring, structure):
 
 def _reduce(terms, dims, ring, structure, all_dims) -> _Term:
     """Sum the model's enumerated ``dims`` out of ``terms``, then take the
-    expectation over the guide's enumerated ``dims`` (children first)."""
+    expectation over the guide's enumerated ``dims`` (children first).
+
+    Each cost is weighted by the guide probabilities of the guide sites it
+    depends on and of their guide ancestors only (so an unnormalised guide
+    table gets the gradient NumPyro gives it)."""
     guide_dims = [d for d in dims if d in structure.guide_vars]
-    term = _sum_out(terms, set(dims) - set(guide_dims), ring, structure)
-    present = [d for d in guide_dims if _size(term, d) > 1]
+    model_dims = set(dims) - set(guide_dims)
+    if not guide_dims:
+        return _sum_out(terms, model_dims, ring, structure)
+    parts = _sum_out(terms, model_dims, ring, structure, combine=False)
+    present = [d for d in guide_dims if any(_size(t, d) > 1 for t in parts)]
     if not present:
-        return term
+        return _sum_out(parts, (), ring, structure)
     pending = [
         d
         for d in all_dims
-        if d not in dims and d not in structure.guide_vars and _size(term, d) > 1
+        if d not in dims
+        and d not in structure.guide_vars
+        and any(_size(t, d) > 1 for t in parts)
     ]
     if pending:
         guide_names = [structure.variable_name(d) for d in present]
@@ -553,11 +590,26 @@ def _reduce(terms, dims, ring, structure, all_dims) -> _Term:
             "outside them; the expectation over the guide sites is then not a sum of "
             "per-plate terms. Enumerate those guide sites in the model instead"
         )
-    log = term.log
-    for dim in sorted(present, key=lambda d: -structure.guide_vars[d][2]):
-        weight = jnp.exp(structure.guide_weights[dim])
-        log = jnp.sum(log * weight, axis=dim, keepdims=True)
-    return term._replace(log=log)
+    weights = {d: structure.guide_weights[d] for d in present}
+    total = jnp.zeros(())
+    for part in parts:
+        needed = {d for d in present if _size(part, d) > 1}
+        grown = True
+        while grown:  # add the guide ancestors of what the cost depends on
+            more = {
+                e
+                for d in needed
+                for e in present
+                if jnp.ndim(weights[d]) >= -e and jnp.shape(weights[d])[e] > 1
+            }
+            grown = not more <= needed
+            needed |= more
+        log = _apply_scale(part)
+        for dim in sorted(needed, key=lambda d: -structure.guide_vars[d][2]):
+            log = jnp.sum(log * jnp.exp(weights[dim]), axis=dim, keepdims=True)
+        total = total + log
+    names = tuple(n for t in parts for n in t.names)
+    return _Term(total, parts[0].ordinal, None, names, parts[0].frames)
 
 
 # -- enumerated scans ------------------------------------------------------------------
@@ -567,7 +619,42 @@ def _default_method():
     return "sequential" if jax.default_backend() == "cpu" else "parallel"
 
 
-def _contract_scan(context, terms, level, ring, structure) -> list:
+def _leading_terms(group, plain, others, sum_dims, level) -> dict:
+    """Enumerated sites outside a scan that only its first (unrolled) steps
+    depend on, such as an initial state sampled before the scan: dim ->
+    (ordinal, the terms outside the scan that depend on it). Those terms
+    must depend on no other enumerated site and sit in the site's plates.
+    The scan may then sum the sites out after its first steps instead of
+    carrying them along every step."""
+
+    def uses(terms, dim):
+        return any(_size(t, dim) > 1 for t in terms)
+
+    first = [t for t in group if t.frames[level][1] is not None]
+    later = [t for t in group if t.frames[level][1] is None]
+    if not first or not later:
+        return {}
+    dims = {
+        d
+        for d in sum_dims
+        if uses(first, d) and not uses(later, d) and not uses(others, d)
+    }
+    while dims:
+        leading = {d: (sum_dims[d], [t for t in plain if uses([t], d)]) for d in dims}
+        bad = {
+            d
+            for d, (ordinal, outside) in leading.items()
+            for t in outside
+            if t.ordinal != ordinal
+            or any(uses([t], e) for e in sum_dims if e not in dims)
+        }
+        if not bad:
+            return leading
+        dims -= bad
+    return {}
+
+
+def _contract_scan(context, terms, level, ring, structure, leading) -> tuple:
     """Sum a scan's enumerated sites out along time.
 
     The scan's terms split into groups linked through the scan's enumerated
@@ -587,8 +674,16 @@ def _contract_scan(context, terms, level, ring, structure) -> list:
         ]
         if inner is context or _inside(getattr(inner, "frames", ()), context)
     }
+    # a site's value at every lag is one variable: its lag dims link the
+    # terms of one step to those of the steps before it
+    same = {
+        d: dims[0]
+        for inner in {id(c): c for c in structure.lag_dims.values()}.values()
+        for dims in inner.dims.values()
+        for d in dims
+    }
     chains, independent = [], []
-    for group, _ in _components(terms, scan_dims):
+    for group, _ in _components(terms, scan_dims, same):
         state = _carried(context, group)
         if state:
             chains.append((group, state))
@@ -596,10 +691,19 @@ def _contract_scan(context, terms, level, ring, structure) -> list:
             independent.extend(group)
     if independent:
         chains.append((independent, []))
-    return [
-        _contract_chain(context, group, state, level, ring, structure)
-        for group, state in chains
-    ]
+    # leading sites are summed out inside the one chain that uses them
+    users = [[d for d in leading if _uses_dim(g, d)] for g, _ in chains]
+    results, consumed = [], []
+    for (group, state), dims in zip(chains, users, strict=True):
+        own = {d: leading[d] for d in dims if state and sum(d in u for u in users) == 1}
+        term, used = _contract_chain(context, group, state, level, ring, structure, own)
+        results.append(term)
+        consumed.extend(used)
+    return results, consumed
+
+
+def _uses_dim(terms, dim) -> bool:
+    return any(_size(t, dim) > 1 for t in terms)
 
 
 def _carried(context, terms) -> list:
@@ -611,7 +715,10 @@ def _carried(context, terms) -> list:
     ]
 
 
-def _contract_chain(context, terms, state, level, ring, structure) -> _Term:
+def _contract_chain(context, terms, state, level, ring, structure, leading):
+    """One chain of a scan (see :func:`_contract_scan`): its term, and the
+    terms outside the scan that it took in (those of ``leading`` sites in
+    the chain's plates, summed out after the first steps)."""
     history = context.history if state else 0
     lag_dims = [
         [context.dims[name][lag] for name in state] for lag in range(history + 1)
@@ -642,9 +749,12 @@ def _contract_chain(context, terms, state, level, ring, structure) -> _Term:
                 "plates that enumeration can sum exactly"
             )
     lead = _lead_ndim(terms[0].frames[:level])
+    if any(ordinal != target for ordinal, _ in leading.values()):
+        leading = {}
+    taken = [t for _, outside in leading.values() for t in outside]
     steps = {}
-    scale = None
-    names = []
+    scale = taken[0].scale if taken else None
+    names = [n for t in taken for n in t.names]
     for position in [*range(context.num_init), None]:
         step_terms = [t for t in terms if t.frames[level][1] == position]
         if not step_terms:
@@ -670,10 +780,14 @@ def _contract_chain(context, terms, state, level, ring, structure) -> _Term:
             alpha = context._shift_leaf(alpha, cycles)
         return step_ring.reduce(alpha + step_log, oldest)
 
-    alpha = jnp.zeros(())
+    alpha = functools.reduce(jnp.add, [t.log for t in taken], jnp.zeros(()))
     for position in range(context.num_init):
         if position in steps:
             alpha = advance(alpha, steps[position], ring.fold(position))
+    if leading:
+        alpha = ring.fold(30_000).reduce(
+            _pad_rank(alpha, lead + structure.rank), tuple(leading)
+        )
     if None in steps:
         series = jnp.moveaxis(steps[None], lead, 0)
         if context.reverse:
@@ -688,7 +802,7 @@ def _contract_chain(context, terms, state, level, ring, structure) -> _Term:
     final = tuple(d for dims in lag_dims[:history] for d in dims)
     alpha = _pad_rank(alpha, lead + structure.rank)
     result = ring.reduce(alpha, final)
-    return _Term(result, target, scale, tuple(names), terms[0].frames[:level])
+    return _Term(result, target, scale, tuple(names), terms[0].frames[:level]), taken
 
 
 def _pad_rank(x, rank):
@@ -797,6 +911,7 @@ def contract_trace(
     ring=None,
     logs: dict | None = None,
     guide_trace: dict | None = None,
+    unmask_enumerated: bool = False,
 ):
     """Log density of an enumerated trace with its enumerated sites summed
     out (a scalar; plates multiplied out, scales applied).
@@ -812,24 +927,39 @@ def contract_trace(
             ``enum``); the result is then the ELBO: the expectation, over
             the guide's enumerated sites, of ``log p - log q`` (its other
             sites enter as in Trace_ELBO).
+        unmask_enumerated: the enumerated sites' own densities enter
+            without their masks, so that a masked-out member of an
+            enumerated site sums to one (NumPyro's TraceEnum_ELBO); by
+            default a masked density is 1 for every value, as in NumPyro's
+            enumerated ``log_density``.
     """
     ring = _SumProduct() if ring is None else ring
     logs = dict(logs or {})
     for name, site in model_trace.items():
         if site["type"] == "sample" and name not in logs:
-            logs[name] = site_log(site)
-    guide_logs = {
-        name: site_log(site)
+            logs[name] = site_log(site, unmask_enumerated and _is_summed(site))
+    latent = {
+        name: site
         for name, site in (guide_trace or {}).items()
         if site["type"] == "sample" and not site["is_observed"]
     }
+    guide_logs = {name: site_log(site) for name, site in latent.items()}
+    guide_weights = {
+        name: site_log(site, unmask_enumerated)
+        if unmask_enumerated
+        else guide_logs[name]
+        for name, site in latent.items()
+        if _is_summed(site)
+    }
 
-    def contract(logs, guide_logs):
+    def contract(logs, guide_logs, guide_weights):
         unique = _unique_dims(model_trace)
         structure = _Structure(model_trace, guide_trace, unique)
         guide_terms = []
         if guide_trace is not None:
-            guide_terms = _guide_terms(guide_trace, structure, guide_logs)
+            guide_terms = _guide_terms(
+                guide_trace, structure, guide_logs, guide_weights
+            )
         terms = _site_terms(model_trace, structure, logs, unique)
         if guide_terms:
             pad = functools.partial(_pad_rank, rank=structure.rank)
@@ -847,7 +977,11 @@ def contract_trace(
         return total
 
     if isinstance(jnp.zeros(()), jax.core.Tracer):
-        return contract(logs, guide_logs)
+        return contract(logs, guide_logs, guide_weights)
     # called eagerly: one compiled contraction instead of an XLA compilation
     # for every distinct tensor shape along the way
-    return jax.jit(contract)(logs, guide_logs)
+    return jax.jit(contract)(logs, guide_logs, guide_weights)
+
+
+def _is_summed(site) -> bool:
+    return site["infer"].get("_enumerate_dim") is not None

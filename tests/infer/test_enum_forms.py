@@ -9,6 +9,8 @@ funsor), scans of length 1 and 2, and `DiscreteUniform(...).expand(...)`
 enumerated under `jit`.
 """
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,8 +19,8 @@ import pytest
 import probnn
 import probnn.distributions as dist
 from probnn.control_flow import scan
-from probnn.handlers import mask
-from probnn.infer import TraceEnum_ELBO
+from probnn.handlers import mask, trace
+from probnn.infer import TraceEnum_ELBO, infer_discrete
 from probnn.infer.util import log_density
 
 METHODS = ["sequential", "parallel"]
@@ -111,10 +113,14 @@ def test_plates_inside_body(method, num_sequences, length, data_dim):
     # the same under jit, and as TraceEnum_ELBO's loss
     jitted = jax.jit(lambda *a: log_density(model, a, {}, {})[0])(*args)
     np.testing.assert_allclose(jitted, tones_reference(*data), rtol=1e-5)
+    # TraceEnum_ELBO leaves masked steps out: a masked state's own density
+    # sums to one (log_density counts 1 for each of its 3 values)
     loss = TraceEnum_ELBO().loss(
         jax.random.PRNGKey(0), {}, model, lambda *a: None, *args
     )
-    np.testing.assert_allclose(-loss, tones_reference(*data), rtol=1e-5)
+    masked_steps = np.sum(length - np.minimum(data[1], length))
+    expected = tones_reference(*data) - masked_steps * np.log(3.0)
+    np.testing.assert_allclose(-loss, expected, rtol=1e-5)
 
 
 def test_plates_inside_body_gradient():
@@ -288,3 +294,240 @@ def test_discrete_uniform_expanded_under_jit():
     expected = np.sum(logsumexp(log_emit, axis=1))
     jitted = jax.jit(lambda y: log_density(model, (y,), {}, {})[0])(y)
     np.testing.assert_allclose(jitted, expected, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# the initial state sampled before the scan (summed out after the first step)
+# ---------------------------------------------------------------------------
+
+
+def initial_state_model(method, num_sequences):
+    def model(ys, log_init, log_trans, locs):
+        with probnn.plate("sequences", num_sequences, dim=-1):
+            x = probnn.sample("x_0", dist.Categorical(logits=log_init), infer=ENUM)
+            probnn.sample("y_0", dist.Normal(locs[x], 1.0), obs=ys[0])
+
+            def step(x_prev, y):
+                x = probnn.sample(
+                    "x", dist.Categorical(logits=log_trans[x_prev]), infer=ENUM
+                )
+                probnn.sample("y", dist.Normal(locs[x], 1.0), obs=y)
+                return x, None
+
+            scan(step, x, ys[1:], enum_method=method)
+
+    return model
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("length, num_sequences", [(2, 1), (3, 2), (6, 3)])
+def test_initial_state_before_scan(method, length, num_sequences):
+    rng = np.random.default_rng(length)
+    log_init = np.log(rng.dirichlet(np.ones(3)))
+    log_trans = np.log(rng.dirichlet(np.ones(3), size=3))
+    locs = np.array([-1.5, 0.0, 1.5])
+    ys = 1.5 * rng.standard_normal((length, num_sequences))
+    log_emit = -0.5 * (ys[..., None] - locs) ** 2 - 0.5 * np.log(2 * np.pi)
+    expected = sum(
+        forward(log_init, log_trans, log_emit[:, s], np.ones(length, bool))
+        for s in range(num_sequences)
+    )
+    model = initial_state_model(method, num_sequences)
+    args = (
+        jnp.asarray(ys),
+        jnp.asarray(log_init),
+        jnp.asarray(log_trans),
+        jnp.asarray(locs),
+    )
+    value, _ = log_density(model, args, {}, {})
+    np.testing.assert_allclose(value, expected, rtol=1e-5)
+    # the MAP path through the chain (Viterbi) for one sequence, by brute force
+    decoded = infer_discrete(model, temperature=0)
+    model_trace = trace(decoded).get_trace(*args)
+    path = np.concatenate(
+        [
+            np.asarray(model_trace["x_0"]["value"])[None],
+            np.asarray(model_trace["x"]["value"]).reshape(length - 1, -1),
+        ]
+    )[:, 0]
+    paths = np.array(list(itertools.product(range(3), repeat=length)))
+    steps = np.arange(length)
+    scores = log_init[paths[:, 0]] + log_emit[steps, 0, paths].sum(-1)
+    scores = scores + log_trans[paths[:, :-1], paths[:, 1:]].sum(-1)
+    assert path.tolist() == paths[np.argmax(scores)].tolist()
+
+
+# ---------------------------------------------------------------------------
+# several sites per step: one site's past value read only by another site,
+# and a carried value that nothing reads
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("length", [1, 2, 3])
+def test_past_value_read_by_another_site(method, length):
+    rng = np.random.default_rng(length)
+    table_a = rng.normal(size=(2, 2, 2))  # a | a one step back, b one step back
+    logits_b = rng.normal(size=2)
+    locs = np.array([-1.0, 1.0])
+    ys = rng.standard_normal(length)
+
+    def model(ys):
+        def step(carry, y):
+            a_prev, b_prev = carry
+            a = probnn.sample(
+                "a",
+                dist.Categorical(logits=jnp.asarray(table_a)[a_prev, b_prev]),
+                infer=ENUM,
+            )
+            b = probnn.sample(
+                "b", dist.Categorical(logits=jnp.asarray(logits_b)), infer=ENUM
+            )
+            probnn.sample("y", dist.Normal(jnp.asarray(locs)[a], 1.0), obs=y)
+            return (a, b), None
+
+        scan(step, (0, 0), ys, enum_method=method)
+
+    log_a = table_a - np.logaddexp.reduce(table_a, axis=-1, keepdims=True)
+    log_b = logits_b - np.logaddexp.reduce(logits_b)
+    scores = []
+    for path in itertools.product(range(2), repeat=2 * length):
+        a, b = path[:length], path[length:]
+        score, a_prev, b_prev = 0.0, 0, 0
+        for t in range(length):
+            score += log_a[a_prev, b_prev, a[t]] + log_b[b[t]]
+            score += -0.5 * (ys[t] - locs[a[t]]) ** 2 - 0.5 * np.log(2 * np.pi)
+            a_prev, b_prev = a[t], b[t]
+        scores.append(score)
+    value, _ = log_density(model, (jnp.asarray(ys),), {}, {})
+    np.testing.assert_allclose(value, np.logaddexp.reduce(scores), rtol=1e-5)
+
+
+def test_carried_value_nothing_reads():
+    logits = np.array([0.3, -0.2])
+    locs = np.array([-1.0, 1.0])
+    ys = np.array([0.5, -0.3, 1.2])
+
+    def model(ys):
+        def step(carry, y):
+            x = probnn.sample(
+                "x", dist.Categorical(logits=jnp.asarray(logits)), infer=ENUM
+            )
+            probnn.sample("y", dist.Normal(jnp.asarray(locs)[x], 1.0), obs=y)
+            return (x,), None
+
+        scan(step, (jnp.array(0),), ys)
+
+    log_p = logits - np.logaddexp.reduce(logits)
+    log_emit = -0.5 * (ys[:, None] - locs) ** 2 - 0.5 * np.log(2 * np.pi)
+    expected = np.sum(np.logaddexp.reduce(log_p + log_emit, axis=1))
+    value, _ = log_density(model, (jnp.asarray(ys),), {}, {})
+    np.testing.assert_allclose(value, expected, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# masked members of an enumerated site: TraceEnum_ELBO leaves them out
+# (their own density sums to one), log_density counts their factor as 1 for
+# every value; both as NumPyro does
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("keep", [(True, True), (True, False), (False, False)])
+def test_masked_enumerated_members(keep):
+    prior = np.array([0.75, 0.25])
+    emission = np.array([[0.3, 0.7], [0.2, 0.8]])
+    data = np.array([1, 0])
+
+    def model(keep):
+        with probnn.plate("data", 2), mask(mask=keep):
+            y = probnn.sample("y", dist.Categorical(jnp.asarray(prior)), infer=ENUM)
+            probnn.sample(
+                "z", dist.Categorical(jnp.asarray(emission)[y]), obs=jnp.asarray(data)
+            )
+
+    member = np.log(prior @ emission[:, data])  # log p(z_i) of each member
+    keep = jnp.asarray(keep)
+    elbo = -TraceEnum_ELBO().loss(
+        jax.random.PRNGKey(0), {}, model, lambda k: None, keep
+    )
+    np.testing.assert_allclose(
+        elbo, np.sum(np.where(keep, member, 0.0)), rtol=1e-6, atol=1e-6
+    )
+    value, _ = log_density(model, (keep,), {}, {})
+    expected = np.sum(np.where(keep, member, np.log(2.0)))
+    np.testing.assert_allclose(value, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_sequential_guide_sites_are_drawn():
+    """``enumerate="sequential"`` marks a site as NumPyro does: it is drawn,
+    so the ELBO is a one-sample estimate, not the exact expectation."""
+
+    def model():
+        b = probnn.sample("b", dist.Categorical(jnp.array([0.6, 0.4])))
+        probnn.sample("c", dist.Normal(1.0 * b, 1.0), obs=0.5)
+
+    @probnn.handlers.config_enumerate(default="sequential")
+    def guide():
+        probnn.sample("b", dist.Categorical(jnp.array([0.8, 0.2])))
+
+    key = jax.random.PRNGKey(3)
+    loss = TraceEnum_ELBO().loss(key, {}, model, guide)
+    guide_trace = trace(probnn.handlers.seed(guide, key)).get_trace()
+    assert guide_trace["b"]["infer"] == {"enumerate": "sequential"}
+    draws = {
+        float(TraceEnum_ELBO().loss(jax.random.PRNGKey(k), {}, model, guide))
+        for k in range(20)
+    }
+    assert len(draws) == 2 and float(loss) in draws
+
+
+# ---------------------------------------------------------------------------
+# guide-side enumeration: each cost weighted by the guide sites it depends on
+# ---------------------------------------------------------------------------
+
+
+def test_guide_enumeration_weights_each_cost_by_its_own_sites():
+    """With guide tables passed in unnormalised, the gradient shows which
+    guide probabilities weight which cost: a cost of b_i is weighted by
+    q(a) q(b_i | a) only, not by the other b_j's probabilities."""
+    model_a = jnp.array([0.45, 0.55])
+    model_b = jnp.array([[0.3, 0.7], [0.6, 0.4]])
+    model_c = jnp.array([[0.3, 0.4, 0.3], [0.4, 0.4, 0.2]])
+    data = jnp.array([1, 2])
+
+    def model(guide_a, guide_b):
+        a = probnn.sample("a", dist.Categorical(model_a))
+        for i in range(2):
+            b = probnn.sample(f"b_{i}", dist.Categorical(model_b[a]))
+            probnn.sample(f"c_{i}", dist.Categorical(model_c[b]), obs=data[i])
+
+    def guide(guide_a, guide_b):
+        a = probnn.sample("a", dist.Categorical(guide_a), infer=ENUM)
+        for i in range(2):
+            probnn.sample(f"b_{i}", dist.Categorical(guide_b[a]), infer=ENUM)
+
+    def loss(guide_a, guide_b):
+        return TraceEnum_ELBO().loss(
+            jax.random.PRNGKey(0), {}, model, guide, guide_a, guide_b
+        )
+
+    def expected(guide_a, guide_b):
+        # Categorical(probs) reads its table as given (as NumPyro's does)
+        log_qa, log_qb = jnp.log(guide_a), jnp.log(guide_b)
+        elbo = jnp.sum(guide_a * (jnp.log(model_a) - log_qa))
+        for i in range(2):
+            cost = jnp.log(model_b) + jnp.log(model_c[:, data[i]]) - log_qb
+            elbo += jnp.sum(guide_a[:, None] * guide_b * cost)
+        return -elbo
+
+    guide_a = jnp.array([0.45, 0.55])
+    guide_b = jnp.array([[0.3, 0.7], [0.8, 0.2]])
+    np.testing.assert_allclose(
+        loss(guide_a, guide_b), expected(guide_a, guide_b), rtol=1e-6
+    )
+    for got, want in zip(
+        jax.grad(loss, (0, 1))(guide_a, guide_b),
+        jax.grad(expected, (0, 1))(guide_a, guide_b),
+        strict=True,
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
