@@ -112,3 +112,21 @@ class BinaryProbsLogits:
             return log_sigmoid_pair(jnp.asarray(self._logits, dtype))
         probs = jnp.asarray(self._probs, dtype)
         return jnp.log(probs), jnp.log1p(-probs)
+
+
+def is_identically_one(x) -> bool:
+    """True exactly when ``x`` is a Python ``int`` or ``float`` equal to 1
+    (``True`` counts, being an int); False for every array, even an array
+    of ones, and for numbers of other types, so callers can skip a
+    multiplication only when it is statically known to be a no-op."""
+    if isinstance(x, int | float):
+        return bool(x == 1)
+    return False
+
+
+def clamp_probs(probs):
+    """Clip probabilities into ``[tiny, 1 - eps]`` of their floating dtype
+    (the default float dtype for integer or Python inputs), so that their
+    logarithms and those of their complements stay finite."""
+    info = jnp.finfo(jnp.result_type(probs, float))
+    return jnp.clip(probs, info.tiny, 1.0 - info.eps)
