@@ -11,7 +11,7 @@
 (3,)
 """
 
-from probnn import diagnostics, distributions, handlers, infer, nn, util
+from probnn import diagnostics, distributions, handlers, infer, nn, ops, optim, util
 from probnn.control_flow import scan
 from probnn.distributions import enable_validation
 from probnn.nn import random_module
@@ -43,6 +43,8 @@ __all__ = [
     "module",
     "mutable",
     "nn",
+    "ops",
+    "optim",
     "param",
     "plate",
     "plate_stack",

@@ -22,6 +22,7 @@ from probnn.infer import _vectorize
 from probnn.infer._packed import has_packed, is_packed, pack, pack_like, unpack
 from probnn.infer.elbo import is_latent
 from probnn.infer.util import site_transform, transform_fn
+from probnn.optim import _NumPyroOptim
 from probnn.runtime import Messenger
 
 __all__ = ["SVI", "SVIRunResult", "SVIState", "shard_state"]
@@ -390,7 +391,9 @@ class SVI:
         model: the model.
         guide: the guide (variational family), e.g. an autoguide.
         optim: any optax ``GradientTransformation`` (chains, schedules and
-            ``multi_transform`` included).
+            ``multi_transform`` included), or a :mod:`probnn.optim`
+            optimiser (NumPyro's classes), which stands for its optax
+            transformation.
         loss: an ELBO, e.g. ``Trace_ELBO()``.
         **static_kwargs: keyword arguments passed to model and guide on
             every call (kept out of jit's traced arguments).
@@ -425,6 +428,8 @@ class SVI:
     vectorize_steps: bool = True
 
     def __init__(self, model: Callable, guide: Callable, optim, loss, **static_kwargs):
+        if isinstance(optim, _NumPyroOptim):  # probnn.optim.Adam(...) etc.
+            optim = optim.as_optax()
         if not _is_gradient_transformation(optim):
             raise TypeError(
                 "SVI: optim must be an optax GradientTransformation (with init "
