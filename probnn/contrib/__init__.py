@@ -1,1 +1,2 @@
-"""NumPyro-compatible import paths (aliases only)."""
+"""NumPyro-compatible import paths: ``control_flow`` (``scan``, ``cond``)
+and ``funsor`` (enumeration)."""
