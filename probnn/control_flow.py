@@ -55,8 +55,9 @@ def _run(f, init, xs, length, reverse, history, enum_method, scan_msg):
         step, x = step_and_x
         images = [make(step) for make in makers]
         with handler_stack(images):
-            carry, y = f(carry, x)
-        return carry, (y, [image.scan_output() for image in images])
+            new_carry, y = f(carry, x)
+        new_carry = jax.tree.map(_promoted, new_carry, carry)
+        return new_carry, (y, [image.scan_output() for image in images])
 
     steps = jnp.arange(length)
     carry, (ys, outputs) = jax.lax.scan(
@@ -222,6 +223,17 @@ def _loop_or_map(body, carry, steps, xs, length, reverse, carry_from_body):
             last[i] = returned[i][0] if reverse else returned[i][-1]
     _, outputs = jax.vmap(run, in_axes=(axes, 0))(received, (steps, xs))
     return jax.tree.unflatten(carry_tree, last), outputs
+
+
+def _promoted(new, old):
+    """A carry leaf in the dtype of the one the step received when that
+    dtype holds it (integer data substituted for a real-valued site), so
+    that the loop's carry keeps its type; other mismatches stay for
+    ``lax.scan`` to report."""
+    new_type, old_type = jnp.result_type(new), jnp.result_type(old)
+    if new_type != old_type and jnp.promote_types(new_type, old_type) == old_type:
+        return jnp.asarray(new, old_type)
+    return new
 
 
 def _depends_on(jaxpr, inputs, outputs) -> bool:

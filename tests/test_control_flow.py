@@ -630,3 +630,25 @@ def test_substitute_accepts_numpy_series():
     series = np.linspace(-1.0, 1.0, T).astype(np.float32)
     x, _ = substitute(seed(gaussian_hmm, rng_seed=0), data={"x": series})()
     np.testing.assert_allclose(np.asarray(x), series)
+
+
+def test_integer_values_substituted_through_nested_scans():
+    """Integer data substituted for a real-valued site that is carried keep
+    the loop's carry type (int32 into a float32 carry), at every level."""
+
+    def model():
+        def outer(y, _):
+            def inner(z, _):
+                z = probnn.sample("z", dist.Normal(z, 1.0))
+                return z, z
+
+            y = probnn.sample("y", dist.Normal(y, 1.0))
+            return y, probnn.control_flow.scan(inner, y, None, length=4)[1]
+
+        x = probnn.sample("x", dist.Normal(0.0, 1.0))
+        return probnn.control_flow.scan(outer, x, None, length=3)[1]
+
+    data = jnp.arange(12).reshape((3, 4))
+    with seed(rng_seed=0), substitute(data={"z": data}):
+        zs = model()
+    np.testing.assert_array_equal(zs, data)
