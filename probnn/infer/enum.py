@@ -937,7 +937,9 @@ def contract_trace(
     logs = dict(logs or {})
     for name, site in model_trace.items():
         if site["type"] == "sample" and name not in logs:
-            logs[name] = site_log(site, unmask_enumerated and _is_summed(site))
+            # the model's own enumerated sites (not those the guide gave)
+            summed = _is_summed(site) and name not in (guide_trace or {})
+            logs[name] = site_log(site, unmask_enumerated and summed)
     latent = {
         name: site
         for name, site in (guide_trace or {}).items()

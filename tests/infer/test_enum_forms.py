@@ -531,3 +531,36 @@ def test_guide_enumeration_weights_each_cost_by_its_own_sites():
         strict=True,
     ):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("keep", [(True, False), (False, False), (True, True)])
+def test_masked_members_with_guide_enumeration(keep):
+    """A masked site that the guide enumerates keeps its mask in the model
+    (only the model's own enumerated sites enter unmasked)."""
+    guide_x = np.array([0.1, 0.9])
+    model_x = np.array([0.4, 0.6])
+    model_y = np.array([[0.75, 0.25], [0.55, 0.45]])
+    model_z = np.array([[0.3, 0.7], [0.2, 0.8]])
+    data = np.array([1, 0])
+    keep = jnp.asarray(keep)
+
+    def model():
+        with probnn.plate("data", 2), mask(mask=keep):
+            x = probnn.sample("x", dist.Categorical(jnp.asarray(model_x)))
+            y = probnn.sample(
+                "y", dist.Categorical(jnp.asarray(model_y)[x]), infer=ENUM
+            )
+            probnn.sample(
+                "z", dist.Categorical(jnp.asarray(model_z)[y]), obs=jnp.asarray(data)
+            )
+
+    def guide():
+        with probnn.plate("data", 2), mask(mask=keep):
+            probnn.sample("x", dist.Categorical(jnp.asarray(guide_x)), infer=ENUM)
+
+    # each kept member: E_q(x)[log p(x) - log q(x) + log sum_y p(y|x) p(z|y)]
+    marginal = model_y @ model_z[:, data]  # (x, member)
+    member = guide_x @ (np.log(model_x / guide_x)[:, None] + np.log(marginal))
+    expected = np.sum(np.where(keep, member, 0.0))
+    loss = TraceEnum_ELBO().loss(jax.random.PRNGKey(0), {}, model, guide)
+    np.testing.assert_allclose(-loss, expected, rtol=1e-5, atol=1e-6)
