@@ -294,8 +294,6 @@ class _ValueSetter(Messenger):
     """
 
     site_types: tuple[str, ...] = ("sample",)
-    # Whether a series shorter than the scan fills the remaining steps by drawing.
-    _allow_partial = True
 
     def __init__(self, fn=None):
         # (step, length) of each enclosing scan, outermost first.
@@ -332,8 +330,8 @@ class _ValueSetter(Messenger):
             steps = jnp.shape(value)[0]
             if steps == length:
                 return value[step]
-            partial = self._allow_partial and innermost and msg["type"] == "sample"
-            if steps < length and partial:
+            # a shorter series fills the remaining steps by drawing
+            if steps < length and innermost and msg["type"] == "sample":
                 if msg["kwargs"].get("rng_key") is None:
                     raise ValueError(
                         f"{type(self).__name__}: site {msg['name']!r} has {steps} of "
@@ -402,9 +400,9 @@ class condition(_ValueSetter):
     >>> model = condition(lambda: probnn.sample("x", dist.Normal(0.0, 1.0)), {"x": 1.0})
     >>> trace(model).get_trace()["x"]["is_observed"]
     True
+    Inside a scan, a series shorter than the scan observes the first steps
+    and draws the rest (forecasting), as NumPyro's scan does.
     """
-
-    _allow_partial = False
 
     def __init__(self, fn=None, data=None, condition_fn=None):
         _data_or_fn("condition", data, condition_fn)

@@ -596,10 +596,16 @@ def test_substitute_series_of_wrong_rank_raises():
         seed(substitute(gaussian_hmm, data=data), rng_seed=0)()
 
 
-def test_condition_series_shorter_than_scan_raises():
-    data = {"x": jnp.array([1.0, 2.0])}
-    with pytest.raises(ValueError, match="'x'"):
-        condition(seed(gaussian_hmm, rng_seed=0), data=data)()
+def test_condition_shorter_series_observes_then_forecasts():
+    data = jnp.array([1.0, 2.0])
+    model = condition(seed(gaussian_hmm, rng_seed=0), data={"x": data})
+    site = trace(model).get_trace()["x"]
+    x = np.asarray(site["value"])
+    assert site["is_observed"] and x.shape == (T,)
+    np.testing.assert_array_equal(x[:2], data)
+    # the rest continue the chain from the data with the unconditioned noise
+    x_ref = np.asarray(seed(gaussian_hmm, rng_seed=0)()[0])
+    np.testing.assert_allclose(x[2:], data[-1] + (x_ref[2:] - x_ref[1]), rtol=1e-5)
 
 
 def test_scan_without_xs_or_length_raises():
