@@ -9,6 +9,7 @@ the potential (see :func:`probnn.infer.util.potential_energy`).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -74,6 +75,34 @@ def _latent_point(model, args, kwargs) -> dict:
 
     shapes = jax.eval_shape(run)
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+def _argument_key(tree):
+    """A hashable key for model arguments closed over as constants (not
+    traced): equal keys mean the model sees the same values. numpy arrays
+    are keyed by their contents, JAX arrays (immutable) by identity (keep a
+    reference to them while the key is in use), other leaves by type and
+    value. None when some leaf cannot be compared (unhashable, e.g. an
+    ``argparse.Namespace``, or a tracer): then nothing may be reused."""
+    leaves, structure = jax.tree.flatten(tree)
+    parts = []
+    for leaf in leaves:
+        if isinstance(leaf, jax.core.Tracer):
+            return None
+        if isinstance(leaf, jax.Array):
+            parts.append(("jax", id(leaf)))
+        elif isinstance(leaf, np.ndarray):
+            if leaf.dtype.hasobject:
+                return None
+            digest = hashlib.blake2b(np.ascontiguousarray(leaf).tobytes()).digest()
+            parts.append(("numpy", leaf.shape, leaf.dtype.str, digest))
+        else:
+            try:
+                hash(leaf)
+            except TypeError:
+                return None
+            parts.append((type(leaf), leaf))
+    return structure, tuple(parts)
 
 
 def _signature(tree):
@@ -172,12 +201,24 @@ class HMC:
         self.forward_mode_differentiation = forward_mode_differentiation
         self.regularize_mass_matrix = regularize_mass_matrix
         self._points: dict = {}
+        self._last_point = None
 
     # -- set-up --------------------------------------------------------------------
 
-    def setup(self, model_args: tuple, model_kwargs: dict, init_params=None):
+    def setup(
+        self,
+        model_args: tuple,
+        model_kwargs: dict,
+        init_params=None,
+        *,
+        traced_args: bool = True,
+    ):
         """Prepare for a run: find the latent sites and how to flatten them.
-        Returns the unravel function."""
+        Returns the unravel function.
+
+        ``traced_args``: the run traces the model arguments (the latent
+        sites' shapes can only depend on their shapes); otherwise they are
+        closed over, and a latent site's shape may depend on their values."""
         name = type(self).__name__
         if self.model is None:
             if init_params is None:
@@ -188,11 +229,7 @@ class HMC:
             example = init_params
             self._latent_names = None
         else:
-            # kept per argument signature: warm runs skip the abstract trace
-            key = _signature((model_args, model_kwargs))
-            if key not in self._points:
-                self._points[key] = _latent_point(self.model, model_args, model_kwargs)
-            example = self._points[key]
+            example = self._latent_example(model_args, model_kwargs, traced_args)
             self._latent_names = list(example)
             if not self._latent_names:
                 raise ValueError(
@@ -203,6 +240,24 @@ class HMC:
         self._unravel = unravel
         self._example = example
         return unravel
+
+    def _latent_example(self, model_args, model_kwargs, traced_args):
+        """The latent point of :func:`_latent_point`, kept so that warm runs
+        skip the abstract trace: per argument signature when the arguments
+        are traced; for the last arguments' values when they are closed over
+        (with a reference to them, which the key's identities rely on)."""
+        if traced_args:
+            key = _signature((model_args, model_kwargs))
+            if key not in self._points:
+                self._points[key] = _latent_point(self.model, model_args, model_kwargs)
+            return self._points[key]
+        key = _argument_key((model_args, model_kwargs))
+        last = self._last_point
+        if key is not None and last is not None and last[0] == key:
+            return last[2]
+        example = _latent_point(self.model, model_args, model_kwargs)
+        self._last_point = (key, (model_args, model_kwargs), example)
+        return example
 
     def _potential(self, model_args, model_kwargs):
         unravel = self._unravel

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from probnn.handlers import is_typed_key
-from probnn.infer.hmc import HMCState
+from probnn.infer.hmc import HMCState, _argument_key
 
 __all__ = ["MCMC"]
 
@@ -56,6 +56,37 @@ def _unbatched(run_chain):
         return jax.tree.map(lambda x: x[None], out)
 
     return run
+
+
+def _close_over(fn, args, kwargs):
+    """``fn(*xs, args, kwargs)`` as a function of ``(*xs, _, _)``: the model
+    arguments are bound as Python values (constants of whatever is compiled)
+    and the last two parameters, placeholders, are ignored."""
+
+    def closed(*xs):
+        return fn(*xs[:-2], args, kwargs)
+
+    return closed
+
+
+def _check_traceable(args, kwargs):
+    """With ``jit_model_args=True``, every leaf of the model arguments must
+    be an array or a number: a clear error for one that is not (e.g. an
+    ``argparse.Namespace``)."""
+    paths = jax.tree_util.tree_flatten_with_path((args, kwargs))[0]
+    for path, leaf in paths:
+        if not isinstance(
+            leaf, jax.Array | np.ndarray | np.generic | int | float | complex
+        ):
+            where = "args" + jax.tree_util.keystr(path[1:])
+            if path[0].idx == 1:
+                where = "kwargs" + jax.tree_util.keystr(path[1:])
+            raise TypeError(
+                f"MCMC: with jit_model_args=True the model arguments are traced, "
+                f"but {where} is a {type(leaf).__name__}, not an array or a "
+                "number; use jit_model_args=False (the default) to pass it as a "
+                "Python value"
+            )
 
 
 def _field(state: HMCState, name: str):
@@ -101,9 +132,19 @@ class MCMC:
             every ``progress_rate`` iterations.
         progress_rate: iterations per bar update; by default about twenty
             updates per phase (every iteration for phases shorter than 20).
-        jit_model_args: accepted for NumPyro compatibility; model arguments
-            are always traced, so new values of the same shapes never
-            recompile.
+        jit_model_args: trace the model arguments (``True``): the compiled
+            sampler is a function of them, reused by later runs with new
+            values of the same shapes and dtypes; the model then sees
+            tracers, so it cannot use an argument as a Python value. With
+            ``False`` (the default, as in NumPyro) the arguments are closed
+            over: the model sees them as given (numpy arrays stay numpy,
+            Python ints, bools and objects such as an
+            ``argparse.Namespace`` stay Python values), so they can size
+            plates, pick branches or go through numpy. The compiled
+            functions are then kept only for the same arguments (numpy
+            arrays with equal contents, the same JAX arrays, equal hashable
+            values) and rebuilt otherwise, and for every run when an
+            argument is unhashable (e.g. a ``Namespace``).
 
     Attributes:
         last_state: the chains' states after the last run.
@@ -159,6 +200,9 @@ class MCMC:
         self._extra = None
         self._warmup_state = None
         self._cache: dict = {}
+        # what the compiled functions were built for when the model
+        # arguments are closed over: (key, the arguments themselves)
+        self._scope = None
         self._holder: list = [None]
 
     # -- running -----------------------------------------------------------------------
@@ -223,14 +267,21 @@ class MCMC:
         one_init = None
         if init_params is not None and self.num_chains > 1:
             one_init = jax.tree.map(lambda x: x[0], init_params)
-        unravel = kernel.setup(
-            args, kwargs, one_init if one_init is not None else init_params
+        traced = bool(self.jit_model_args)
+        self._unravel = kernel.setup(
+            args,
+            kwargs,
+            one_init if one_init is not None else init_params,
+            traced_args=traced,
         )
-        self._unravel = unravel
+        bind = self._bind_model_args(args, kwargs)
+        # what the compiled functions receive: the arguments when traced,
+        # placeholders when they are closed over
+        args, kwargs = (args, kwargs) if traced else ((), {})
 
         keys = self._chain_keys(rng_key)
         if start_state is None:
-            states = self._initial_states(keys, args, kwargs, init_params)
+            states = self._initial_states(keys, args, kwargs, init_params, bind)
             # adaptation runs while state.i < num_warmup, whichever phase
             # the iterations count towards
             adapting = self.num_warmup
@@ -253,7 +304,7 @@ class MCMC:
         runner = self._cached(
             ("chains", phase_warmup, num_draws_kept, fields, bool(self.progress_bar)),
             lambda: self._map_chains(
-                self._chain_runner(kernel, phase_warmup, num_draws_kept, fields)
+                bind(self._chain_runner(kernel, phase_warmup, num_draws_kept, fields))
             ),
         )
         try:
@@ -277,12 +328,15 @@ class MCMC:
             def constrain(flat, args, kwargs):
                 if post is None:
                     return kernel.postprocess_fn(args, kwargs)(flat)
-                return post(unravel(flat))
+                # read when traced: a retrace for new shapes gets theirs
+                return post(self._unravel(flat))
 
             postprocess = self._cached(
                 ("postprocess",),
                 lambda: jax.jit(
-                    jax.vmap(jax.vmap(constrain, (0, None, None)), (0, None, None))
+                    jax.vmap(
+                        jax.vmap(bind(constrain), (0, None, None)), (0, None, None)
+                    )
                 ),
             )
             self._samples = postprocess(draws, args, kwargs)
@@ -304,7 +358,7 @@ class MCMC:
             )
         return rng_key
 
-    def _initial_states(self, keys, args, kwargs, init_params):
+    def _initial_states(self, keys, args, kwargs, init_params, bind):
         kernel = self.sampler
 
         num_warmup = self.num_warmup
@@ -321,7 +375,7 @@ class MCMC:
             init_params = jax.tree.map(lambda x: jnp.asarray(x)[None], init_params)
         init = self._cached(
             ("init", num_warmup),
-            lambda: jax.jit(jax.vmap(init_one, in_axes=(0, 0, None, None))),
+            lambda: jax.jit(jax.vmap(bind(init_one), in_axes=(0, 0, None, None))),
         )
         states, ok, flats = init(keys, init_params, args, kwargs)
         ok = np.asarray(ok)
@@ -329,7 +383,7 @@ class MCMC:
             chain = int(np.argmin(ok))
             where = ""
             if kernel.model is not None:
-                bad = kernel.nonfinite_sites(flats[chain], args, kwargs)
+                bad = kernel.nonfinite_sites(flats[chain], *self._model_args)
                 where = f"; sites with a non-finite log density: {bad}" if bad else ""
             raise RuntimeError(
                 f"MCMC: chain {chain} found no initial point with a finite potential "
@@ -338,9 +392,35 @@ class MCMC:
             )
         return states
 
+    def _bind_model_args(self, args, kwargs):
+        """How the functions compiled for this run see the model arguments
+        (a map from ``fn(*xs, args, kwargs)`` to what is compiled), and
+        which compiled functions of earlier runs stay valid.
+
+        Traced arguments are passed through, and every compiled function is
+        kept. Closed-over arguments are bound into the functions; those of
+        earlier runs are dropped unless the arguments are the same (see
+        :func:`probnn.infer.hmc._argument_key`)."""
+        self._model_args = (args, kwargs)
+        if self.jit_model_args:
+            _check_traceable(args, kwargs)
+            if self._scope is not None:
+                self._cache.clear()
+                self._scope = None
+            return lambda fn: fn
+        key = _argument_key((args, kwargs))
+        if key is None or self._scope is None or self._scope[0] != key:
+            self._cache.clear()
+        # the arguments are held with the key: it may name JAX arrays by id
+        self._scope = (key, (args, kwargs))
+        return lambda fn: _close_over(fn, args, kwargs)
+
     def _cached(self, key, build):
-        """Compiled functions are kept across runs (model arguments are
-        traced, so new values of the same shapes reuse them)."""
+        """Compiled functions are kept across runs: for any arguments of the
+        same shapes when they are traced, for the same arguments when they
+        are closed over (nothing is kept for unhashable ones)."""
+        if self._scope is not None and self._scope[0] is None:
+            return build()
         if key not in self._cache:
             self._cache[key] = build()
         return self._cache[key]

@@ -8,6 +8,7 @@ Posterior moments are checked to within a few Monte-Carlo standard errors,
 each computed from the draws' own effective sample size (``_ess`` below, a
 plain numpy estimate independent of the library's diagnostics)."""
 
+import argparse
 import inspect
 import math
 import warnings
@@ -671,3 +672,319 @@ def test_nuts_samples_latent_sites_inside_scan():
     assert x.shape == (3000, 4)
     np.testing.assert_allclose(x.mean(0), y / 2, atol=0.08)
     np.testing.assert_allclose(x.var(0), 0.5, atol=0.08)
+
+
+# -- model arguments: closed over (default) or traced (jit_model_args=True) ---------
+
+
+def normal_posterior_of(y, prior_scale=PRIOR_SCALE, noise=NOISE):
+    """Exact posterior mean and variance of mu ~ N(0, prior_scale),
+    y_i ~ N(mu, noise)."""
+    y = np.asarray(y, np.float64)
+    precision = 1 / prior_scale**2 + y.shape[0] / noise**2
+    return float(y.sum()) / noise**2 / precision, 1 / precision
+
+
+def mcmc_of(model, seed=0, **mcmc_kwargs):
+    mcmc_kwargs = {
+        "num_warmup": WARMUP,
+        "num_samples": SAMPLES,
+        "progress_bar": False,
+        **mcmc_kwargs,
+    }
+    return MCMC(NUTS(model), **mcmc_kwargs)
+
+
+def test_jit_model_args_defaults_to_false_as_numpyro():
+    default = inspect.signature(MCMC).parameters["jit_model_args"].default
+    assert default is False
+    assert mcmc_of(normal_model).jit_model_args is False
+
+
+def test_kwarg_used_by_arange_and_a_plate_size():
+    """``T`` (a Python int keyword) goes to ``jnp.arange`` and sizes the
+    plate: only the first T observations enter the posterior."""
+    seen = []
+
+    def model(y, T=None):
+        seen.append(type(T))
+        mu = probnn.sample("mu", dist.Normal(0.0, PRIOR_SCALE))
+        t = jnp.arange(T)
+        with probnn.plate("time", T):
+            probnn.sample("y", dist.Normal(mu, NOISE), obs=y[t])
+
+    mcmc = mcmc_of(model)
+    mcmc.run(jax.random.PRNGKey(20), Y, T=4)
+    assert set(seen) == {int}
+    mean, var = normal_posterior_of(Y[:4])
+    assert_moments(mcmc.get_samples()["mu"], mean, var, "mu | first 4")
+
+
+def test_bool_flag_picks_a_branch():
+    def model(y, precise):
+        mu = probnn.sample("mu", dist.Normal(0.0, PRIOR_SCALE))
+        if precise:
+            noise = 0.5
+        else:
+            noise = 2.0
+        with probnn.plate("N", y.shape[0]):
+            probnn.sample("y", dist.Normal(mu, noise), obs=y)
+
+    mcmc = mcmc_of(model)
+    for precise, noise in ((True, 0.5), (False, 2.0)):
+        mcmc.run(jax.random.PRNGKey(21), Y, precise)
+        mean, var = normal_posterior_of(Y, noise=noise)
+        assert_moments(mcmc.get_samples()["mu"], mean, var, f"mu, precise={precise}")
+
+
+def namespace_model(y, args=None):
+    """Reads its settings off an ``argparse.Namespace``, as NumPyro's
+    examples do (``mcmc.run(key, data, args=args)``)."""
+    mu = probnn.sample("mu", dist.Normal(0.0, args.prior_scale))
+    with probnn.plate("N", args.num_obs):
+        probnn.sample("y", dist.Normal(mu, args.noise), obs=y[: args.num_obs])
+
+
+def test_namespace_kwarg():
+    args = argparse.Namespace(prior_scale=1.5, noise=0.8, num_obs=5)
+    mcmc = mcmc_of(namespace_model)
+    mcmc.run(jax.random.PRNGKey(22), Y, args=args)
+    mean, var = normal_posterior_of(Y[:5], prior_scale=1.5, noise=0.8)
+    assert_moments(mcmc.get_samples()["mu"], mean, var, "mu")
+
+
+@pytest.mark.parametrize("method", ["sequential", "vectorized", "parallel"])
+def test_namespace_kwarg_chains_warmup_and_continuation(method):
+    """Closed-over, unhashable arguments through every chain method, a
+    separate warmup, a continuation from ``post_warmup_state``, extra fields
+    and the summary."""
+    args = argparse.Namespace(prior_scale=1.5, noise=0.8, num_obs=6)
+    mean, var = normal_posterior_of(Y, prior_scale=1.5, noise=0.8)
+    mcmc = mcmc_of(namespace_model, num_chains=2, chain_method=method)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # parallel on one device
+        mcmc.warmup(jax.random.PRNGKey(23), Y, args=args)
+        mcmc.run(jax.random.PRNGKey(24), Y, args=args, extra_fields=("num_steps",))
+        first = mcmc.get_samples(group_by_chain=True)["mu"]
+        assert first.shape == (2, SAMPLES)
+        assert mcmc.get_extra_fields()["num_steps"].shape == (2 * SAMPLES,)
+        assert_moments(first.reshape(-1), mean, var, "mu")
+        mcmc.post_warmup_state = mcmc.last_state
+        mcmc.run(mcmc.last_state.rng_key, Y, args=args)
+    second = mcmc.get_samples()["mu"]
+    assert not np.array_equal(np.asarray(second), np.asarray(first.reshape(-1)))
+    assert_moments(second, mean, var, "continued mu")
+    mcmc.print_summary()
+
+
+def test_numpy_values_shape_the_latent_sites():
+    """``np.unique`` of an argument sizes a plate of latent sites and
+    ``int(np.max(...))`` a range: a second run whose argument has the same
+    shape but other values gets latent sites of another shape."""
+
+    def model(groups, y):
+        labels = np.unique(groups)
+        index = np.searchsorted(labels, groups)
+        assert int(np.max(index)) == len(labels) - 1
+        with probnn.plate("groups", len(labels)):
+            mu = probnn.sample("mu", dist.Normal(0.0, PRIOR_SCALE))
+        with probnn.plate("N", len(groups)):
+            probnn.sample("y", dist.Normal(mu[index], NOISE), obs=y)
+
+    y = np.asarray(Y)
+    mcmc = mcmc_of(model)
+    for groups in (np.array([0, 0, 1, 1, 2, 2]), np.array([5, 7, 5, 7, 5, 7])):
+        mcmc.run(jax.random.PRNGKey(25), groups, y)
+        mu = np.asarray(mcmc.get_samples()["mu"])
+        labels = np.unique(groups)
+        assert mu.shape == (SAMPLES, len(labels))
+        for g, label in enumerate(labels):
+            mean, var = normal_posterior_of(y[groups == label])
+            assert_moments(mu[:, g], mean, var, f"mu[{label}]")
+
+
+def test_enumerated_mixture_with_a_python_setting():
+    """An enumerated discrete site summed out of the potential, with the
+    number of components a Python int read off a Namespace."""
+
+    @config_enumerate
+    def model(x, args):
+        locs = probnn.sample(
+            "locs", dist.Normal(MIX_PRIOR_LOCS[: args.K], 1.0).to_event(1)
+        )
+        with probnn.plate("data", x.shape[0]):
+            z = probnn.sample("z", dist.Categorical(probs=MIX_WEIGHTS[: args.K]))
+            probnn.sample("x", dist.Normal(locs[z], 1.0), obs=x)
+
+    mcmc = mcmc_of(model)
+    mcmc.run(jax.random.PRNGKey(6), MIX_X, argparse.Namespace(K=2))
+    samples = mcmc.get_samples()
+    assert set(samples) == {"locs"}
+    for i, (mean, var) in enumerate(mixture_grid_moments()):
+        assert_moments(samples["locs"][:, i], mean, var, f"locs[{i}]")
+
+
+def test_init_params_with_a_python_int_argument():
+    def model(y, n):
+        mu = probnn.sample("mu", dist.Normal(0.0, PRIOR_SCALE))
+        with probnn.plate("N", n):
+            probnn.sample("y", dist.Normal(mu, NOISE), obs=y[:n])
+
+    mcmc = mcmc_of(model, num_warmup=0, num_samples=2)
+    mcmc.run(jax.random.PRNGKey(26), Y, 3, init_params={"mu": jnp.array(0.5)})
+    assert mcmc.last_state.z.shape == (1, 1)
+    mcmc = mcmc_of(model)
+    mcmc.run(jax.random.PRNGKey(26), Y, 3, init_params={"mu": jnp.array(0.5)})
+    mean, var = normal_posterior_of(Y[:3])
+    assert_moments(mcmc.get_samples()["mu"], mean, var, "mu")
+
+
+def counting_model(calls):
+    """normal_model, counting how often Python runs it (each trace)."""
+
+    def model(y):
+        calls.append(1)
+        normal_model(y)
+
+    return model
+
+
+def test_jit_model_args_true_reuses_the_compiled_sampler_for_new_data():
+    calls = []
+    mcmc = mcmc_of(counting_model(calls), jit_model_args=True)
+    mcmc.run(jax.random.PRNGKey(27), Y)
+    assert calls
+    mean, var = normal_posterior_of(Y)
+    assert_moments(mcmc.get_samples()["mu"], mean, var, "mu | Y")
+    traced = len(calls)
+    other = jnp.array([-1.0, -2.5, 0.3, -0.7, -1.9, -3.1])
+    mcmc.run(jax.random.PRNGKey(28), other)
+    assert len(calls) == traced  # no model call: nothing was traced again
+    mean, var = normal_posterior_of(other)
+    assert_moments(mcmc.get_samples()["mu"], mean, var, "mu | other")
+    # new shapes compile again
+    mcmc.run(jax.random.PRNGKey(29), other[:4])
+    assert len(calls) > traced
+    mean, var = normal_posterior_of(other[:4])
+    assert_moments(mcmc.get_samples()["mu"], mean, var, "mu | other[:4]")
+
+
+def test_jit_model_args_true_needs_array_arguments():
+    mcmc = mcmc_of(namespace_model, jit_model_args=True)
+    args = argparse.Namespace(prior_scale=1.5, noise=0.8, num_obs=5)
+    with pytest.raises(TypeError, match=r"kwargs\['args'\] is a Namespace"):
+        mcmc.run(jax.random.PRNGKey(0), Y, args=args)
+
+
+def test_closed_over_arguments_give_each_runs_posterior():
+    """jit_model_args=False: a run with other data builds a new sampler for
+    it (the model is traced again) and samples its posterior; the same
+    arguments again (the same JAX array, or numpy arrays with equal
+    contents) reuse the compiled sampler, while a numpy array changed in
+    place since is seen anew."""
+    calls = []
+    mcmc = mcmc_of(counting_model(calls))
+    other = jnp.array([-1.0, -2.5, 0.3, -0.7, -1.9, -3.1])
+    for data in (Y, other):
+        before = len(calls)
+        mcmc.run(jax.random.PRNGKey(30), data)
+        assert len(calls) > before
+        mean, var = normal_posterior_of(data)
+        assert_moments(mcmc.get_samples()["mu"], mean, var, "mu")
+    before = len(calls)
+    mcmc.run(jax.random.PRNGKey(31), other)
+    assert len(calls) == before
+
+    data = np.asarray(Y).copy()
+    mcmc.run(jax.random.PRNGKey(32), data)
+    before = len(calls)
+    mcmc.run(jax.random.PRNGKey(33), data.copy())
+    assert len(calls) == before
+    data += 3.0
+    mcmc.run(jax.random.PRNGKey(34), data)
+    assert len(calls) > before
+    mean, var = normal_posterior_of(data)
+    assert_moments(mcmc.get_samples()["mu"], mean, var, "mu | shifted data")
+
+
+def test_model_sees_arguments_as_given():
+    """Closed over: numpy stays numpy, Python values stay Python; traced:
+    every leaf is a tracer."""
+    seen = {}
+
+    def model(x, n, flag, args):
+        seen.setdefault("types", set()).add((type(x), type(n), type(flag), type(args)))
+        probnn.sample("mu", dist.Normal(0.0, 1.0))
+
+    mcmc = mcmc_of(model, num_warmup=5, num_samples=5)
+    ns = argparse.Namespace(a=1)
+    mcmc.run(jax.random.PRNGKey(0), np.zeros(2), 3, True, ns)
+    assert seen["types"] == {(np.ndarray, int, bool, argparse.Namespace)}
+    seen.clear()
+    mcmc = mcmc_of(model, num_warmup=5, num_samples=5, jit_model_args=True)
+    mcmc.run(jax.random.PRNGKey(0), np.zeros(2), 3, True, 1.0)
+    tracer_types = {types[:3] for types in seen["types"] if types[0] is not np.ndarray}
+    assert tracer_types and all(
+        issubclass(t, jax.core.Tracer) for types in tracer_types for t in types
+    )
+
+
+def test_hmm_with_sequences_lengths_and_a_namespace_kwarg():
+    """The call of NumPyro's examples/hmm_enum.py, ``mcmc.run(key, sequences,
+    lengths, args=args)``: numpy data, a Namespace of settings, a scan over
+    time with the hidden state enumerated and steps past each sequence's
+    length masked. The posterior of the emission parameter is checked
+    against a grid with the forward algorithm."""
+    from probnn.handlers import mask
+
+    def model(sequences, lengths, args=None):
+        num_sequences, _ = sequences.shape
+        theta = probnn.sample("theta", dist.Beta(2.0, 2.0))
+        emit = jnp.stack([theta, jnp.asarray(args.emit_1, theta.dtype)])
+        transition = jnp.asarray(args.transition)
+
+        def step(carry, y):
+            x_prev, t = carry
+            with probnn.plate("sequences", num_sequences, dim=-1):
+                with mask(mask=t < lengths):
+                    x = probnn.sample(
+                        "x",
+                        dist.Categorical(transition[x_prev]),
+                        infer={"enumerate": "parallel"},
+                    )
+                    probnn.sample("y", dist.Bernoulli(emit[x]), obs=y)
+            return (x, t + 1), None
+
+        x_init = jnp.zeros(num_sequences, dtype=jnp.int32)
+        probnn.scan(step, (x_init, 0), sequences.T)
+
+    args = argparse.Namespace(emit_1=0.9, transition=((0.8, 0.2), (0.3, 0.7)))
+    sequences = np.array(
+        [[0, 0, 1, 1, 1, 0, 0, 1], [1, 0, 0, 0, 1, 1, 0, 0], [0, 1, 1, 1, 1, 0, 0, 0]],
+        np.float32,
+    )
+    lengths = np.array([8, 5, 6])
+    mcmc = mcmc_of(model)
+    mcmc.run(jax.random.PRNGKey(35), sequences, lengths, args=args)
+    theta = np.asarray(mcmc.get_samples()["theta"])
+
+    grid = np.linspace(1e-4, 1 - 1e-4, 4001)
+    transition = np.asarray(args.transition)
+    log_post = stats.beta.logpdf(grid, 2.0, 2.0)
+    for seq, length in zip(sequences, lengths):
+        alpha = np.ones_like(grid)[:, None] * transition[0][None, :]
+        scale = np.zeros_like(grid)
+        for t in range(length):
+            if t > 0:
+                alpha = alpha @ transition
+            p1 = np.stack([grid, np.full_like(grid, args.emit_1)], -1)
+            alpha = alpha * np.where(seq[t] == 1, p1, 1 - p1)
+            norm = alpha.sum(-1, keepdims=True)
+            scale += np.log(norm[:, 0])
+            alpha = alpha / norm
+        log_post = log_post + scale
+    weights = np.exp(log_post - log_post.max())
+    weights /= weights.sum()
+    mean = float((weights * grid).sum())
+    var = float((weights * (grid - mean) ** 2).sum())
+    assert_moments(theta, mean, var, "theta")

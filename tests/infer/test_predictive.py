@@ -1,5 +1,7 @@
 """Tests of probnn.infer.predictive against closed forms and scipy."""
 
+import argparse
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -367,3 +369,90 @@ def test_invalid_arguments_are_errors():
         Predictive(normal_model, num_samples=2, return_sites="y")
     with pytest.raises(ValueError, match="batch_ndims"):
         Predictive(normal_model, num_samples=2, batch_ndims=-1)
+
+
+# -- model arguments are Python values (closed over, as in NumPyro) --------------------
+
+
+def settings_model(y=None, args=None, centred=True):
+    """Reads Python settings: a Namespace for the plate size and the noise,
+    numpy for a range, a bool for a branch."""
+    assert isinstance(args, argparse.Namespace) and isinstance(centred, bool)
+    mu = probnn.sample("mu", dist.Normal(0.0, 1.0))
+    offset = 0.0 if centred else float(np.max(np.arange(args.n)))
+    with probnn.plate("N", args.n):
+        return probnn.sample("y", dist.Normal(mu + offset, args.noise), obs=y)
+
+
+def settings_guide(y=None, args=None, centred=True):
+    assert isinstance(args, argparse.Namespace)
+    loc = probnn.param("loc", 0.0)
+    probnn.sample("mu", dist.Normal(loc, 0.2))
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_namespace_and_bool_arguments_reach_the_model_as_python_values(parallel):
+    args = argparse.Namespace(n=3, noise=0.5)
+    num_samples = 20_000
+    prior = Predictive(settings_model, num_samples=num_samples, parallel=parallel)
+    out = prior(jax.random.PRNGKey(0), args=args, centred=False)
+    assert out["y"].shape == (num_samples, 3)
+    # y_i = mu + 2 + N(0, 0.5): marginally N(2, 1 + 0.25)
+    y = np.asarray(out["y"], np.float64)
+    assert_mean_close(y, 2.0, np.sqrt(1.25))
+    assert abs(y[:, 1].var() - 1.25) < 5 * 1.25 * np.sqrt(2 / num_samples)
+
+    mu = jnp.array([-3.0, 4.0])
+    post = Predictive(settings_model, {"mu": mu}, parallel=parallel)
+    y = post(jax.random.PRNGKey(1), args=args)["y"]
+    assert y.shape == (2, 3)
+    assert np.all(np.abs(np.asarray(y) - np.asarray(mu)[:, None]) < 5 * 0.5)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_guide_predictive_with_a_namespace_argument(batched):
+    args = argparse.Namespace(n=2, noise=0.1)
+    loc = jnp.array([-5.0, 5.0]) if batched else 1.0
+    predictive = Predictive(
+        settings_model,
+        guide=settings_guide,
+        params={"loc": loc},
+        num_samples=1000,
+        batch_ndims=1 if batched else 0,
+        return_sites=["mu", "y"],
+    )
+    out = predictive(jax.random.PRNGKey(2), args=args)
+    if batched:
+        assert out["y"].shape == (1000, 2, 2)
+        assert_mean_close(out["mu"], np.array([-5.0, 5.0]), 0.2, axis=0)
+    else:
+        assert out["y"].shape == (1000, 2)
+        assert_mean_close(out["mu"], 1.0, 0.2)
+
+
+def test_log_likelihood_with_a_namespace_argument():
+    args = argparse.Namespace(n=2, noise=0.5)
+    y = jnp.array([0.0, 1.0])
+    mu = jnp.array([0.0, 2.0])
+    loglik = log_likelihood(settings_model, {"mu": mu}, y, args=args)["y"]
+    expected = stats.norm.logpdf(np.asarray(y)[None], np.asarray(mu)[:, None], 0.5)
+    np.testing.assert_allclose(loglik, expected, rtol=1e-5)
+
+
+def test_posterior_predictive_of_mcmc_with_a_namespace_argument():
+    """MCMC and Predictive on the same Namespace-configured model: the
+    posterior predictive mean of a new y is the posterior mean of mu."""
+    from probnn.infer import MCMC, NUTS
+
+    args = argparse.Namespace(n=4, noise=0.5)
+    y = jnp.array([0.3, 1.1, 0.8, 1.4])
+    mcmc = MCMC(
+        NUTS(settings_model), num_warmup=300, num_samples=2000, progress_bar=False
+    )
+    mcmc.run(jax.random.PRNGKey(3), y, args=args)
+    samples = mcmc.get_samples()
+    precision = 1.0 + 4 / 0.25
+    post_mean = float(y.sum()) / 0.25 / precision
+    out = Predictive(settings_model, samples)(jax.random.PRNGKey(4), args=args)
+    assert out["y"].shape == (2000, 4)
+    np.testing.assert_allclose(np.asarray(out["y"]).mean(), post_mean, atol=0.1)
