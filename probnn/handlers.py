@@ -332,13 +332,10 @@ class _ValueSetter(Messenger):
                 return value[step]
             # a shorter series fills the remaining steps by drawing
             if steps < length and innermost and msg["type"] == "sample":
-                if msg["kwargs"].get("rng_key") is None:
-                    raise ValueError(
-                        f"{type(self).__name__}: site {msg['name']!r} has {steps} of "
-                        f"{length} scan steps; drawing the rest needs a key, so put "
-                        "seed inside this handler"
-                    )
-                fresh = draw(msg)
+                key = msg["kwargs"].get("rng_key")
+                if key is None:
+                    key = self._outer_key(msg, steps, length)
+                fresh = draw({**msg, "kwargs": {**msg["kwargs"], "rng_key": key}})
                 latest = value[jnp.minimum(step, steps - 1)]
                 return jnp.where(step < steps, latest, fresh)
         raise ValueError(
@@ -346,6 +343,20 @@ class _ValueSetter(Messenger):
             f"shape {jnp.shape(value)}; expected a series of length {length} "
             f"stacked over {expected}-dim values"
         )
+
+    def _outer_key(self, msg, steps, length):
+        """A key from a ``seed`` handler outside this one (handlers inside
+        it have already acted on ``msg``)."""
+        from probnn.primitives import prng_key
+
+        try:
+            return prng_key()
+        except ValueError:
+            raise ValueError(
+                f"{type(self).__name__}: site {msg['name']!r} has {steps} of "
+                f"{length} scan steps; drawing the rest needs a key: run the model "
+                "under seed"
+            ) from None
 
     def scan_image(self, length):
         def image(step):

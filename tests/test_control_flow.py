@@ -577,10 +577,14 @@ def test_substitute_shorter_series_forecasts_the_rest():
     np.testing.assert_allclose(y - x, y_ref - x_ref, rtol=1e-4, atol=1e-5)
 
 
-def test_substitute_shorter_series_needs_seed_inside():
+def test_shorter_series_draws_with_a_seed_outside_or_names_the_site():
     data = {"x": jnp.array([10.0, 20.0])}
-    with pytest.raises(ValueError, match="'x'"):
-        seed(substitute(gaussian_hmm, data=data), rng_seed=0)()
+    for handler in (substitute, condition):
+        x, _ = seed(handler(gaussian_hmm, data=data), rng_seed=0)()
+        np.testing.assert_array_equal(np.asarray(x)[:2], data["x"])
+        assert np.all(np.isfinite(np.asarray(x))) and len(set(np.asarray(x))) == T
+        with pytest.raises(ValueError, match="seed"):
+            handler(gaussian_hmm, data=data)()
 
 
 @pytest.mark.parametrize("steps", [T + 2, 1 + T * 2])
