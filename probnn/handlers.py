@@ -407,12 +407,13 @@ class substitute(_ValueSetter):
 class condition(_ValueSetter):
     """Observe ``sample`` sites at ``data[name]`` or ``condition_fn(site)``.
 
+    Inside a scan, a series shorter than the scan observes the first steps
+    and draws the rest (forecasting), as NumPyro's scan does.
+
     >>> import probnn, probnn.distributions as dist
     >>> model = condition(lambda: probnn.sample("x", dist.Normal(0.0, 1.0)), {"x": 1.0})
     >>> trace(model).get_trace()["x"]["is_observed"]
     True
-    Inside a scan, a series shorter than the scan observes the first steps
-    and draws the rest (forecasting), as NumPyro's scan does.
     """
 
     def __init__(self, fn=None, data=None, condition_fn=None):
