@@ -262,7 +262,7 @@ class trace(Messenger):
         return self.trace
 
     def scan_image(self, length):
-        return lambda step: trace()
+        return lambda step: _StepTrace()
 
     def scan_output(self):
         return _SiteRecords(self.trace)
@@ -283,6 +283,28 @@ class trace(Messenger):
                 self._record(name, site)
             else:
                 self._record(prefix + name, dict(site, name=prefix + name))
+
+
+class _StepTrace(trace):
+    """``trace`` inside one scan step. An enumerated site also records its
+    log density as computed in the step, where whatever does not change
+    from step to step (a transition table indexed by the enumerated
+    previous state, its normalisation) is computed once, not once per step
+    from the stacked distribution after the scan."""
+
+    def postprocess_message(self, msg: Message) -> None:
+        super().postprocess_message(msg)
+        name = msg["name"]
+        site = self.trace.get(name)
+        if (
+            site is None
+            or site["type"] != "sample"
+            or site["infer"].get("_enumerate_dim") is None
+        ):
+            return
+        from probnn.infer.enum import step_logs
+
+        site["_step_logs"] = step_logs(site)
 
 
 class _ValueSetter(Messenger):

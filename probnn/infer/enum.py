@@ -51,7 +51,8 @@ __all__ = ["contract_trace"]
 
 def _safe_log(x):
     positive = x > 0
-    return jnp.where(positive, jnp.log(jnp.where(positive, x, 1.0)), -jnp.inf)
+    tiny = jnp.finfo(jnp.result_type(x)).tiny
+    return jnp.where(positive, jnp.log(jnp.maximum(x, tiny)), -jnp.inf)
 
 
 class _SumProduct:
@@ -60,7 +61,13 @@ class _SumProduct:
     def reduce(self, x, axes):
         if not axes:
             return x
-        return jax.nn.logsumexp(x, axis=axes, keepdims=True)
+        # log-sum-exp with fewer operations than ``jax.nn.logsumexp`` (this
+        # runs once per eliminated variable and per step of a scan); rows
+        # of impossible values (-inf everywhere) stay -inf, gradient zero
+        peak = jax.lax.stop_gradient(jnp.max(x, axis=axes, keepdims=True))
+        peak = jnp.where(jnp.isfinite(peak), peak, 0.0)
+        total = jnp.sum(jnp.exp(x - peak), axis=axes, keepdims=True)
+        return _safe_log(total) + peak
 
     def matmul(self, a, b):
         if a.shape[-1] <= 16:
@@ -338,6 +345,24 @@ def _guide_terms(guide_trace, structure, logs, weights) -> list:
 def site_log(site: Message, unmasked: bool = False):
     """Unscaled log density of a sample site (masks applied by its
     distribution, unless ``unmasked``)."""
+    stored = site.get("_step_logs")
+    if stored is not None:
+        # recorded step by step inside a scan (see ``step_logs``)
+        masked, without = stored
+        return without if unmasked and without is not None else masked
+    return _site_log(site, unmasked)
+
+
+def step_logs(site: Message) -> tuple:
+    """The log densities ``site_log`` gives for a site of one scan step:
+    masked, and unmasked where the distribution carries a mask (else None)."""
+    masked = _site_log(site, False)
+    if _without_mask(site["fn"]) is site["fn"]:
+        return masked, None
+    return masked, _site_log(site, True)
+
+
+def _site_log(site: Message, unmasked: bool):
     fn = _without_mask(site["fn"]) if unmasked else site["fn"]
     dim = site["infer"].get("_enumerate_dim")
     if dim is not None and isinstance(fn, Categorical):

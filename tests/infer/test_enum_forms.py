@@ -564,3 +564,72 @@ def test_masked_members_with_guide_enumeration(keep):
     expected = np.sum(np.where(keep, member, 0.0))
     loss = TraceEnum_ELBO().loss(jax.random.PRNGKey(0), {}, model, guide)
     np.testing.assert_allclose(-loss, expected, rtol=1e-5, atol=1e-6)
+
+
+def _big_exps(jaxpr, length):
+    """Shapes of ``exp`` results with a leading dim of ``length`` outside
+    loop bodies (work repeated for every step of the series)."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "exp":
+            shape = eqn.outvars[0].aval.shape
+            if shape and shape[0] == length:
+                found.append(shape)
+        if eqn.primitive.name not in ("scan", "while"):
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                found += _big_exps(sub, length)
+    return found
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_step_invariant_transition_normalised_once(masked):
+    # A transition row normalised in the body and indexed by the enumerated
+    # previous state is the same at every step: its normalisation must run
+    # once, not once per step on the stacked distribution after the scan,
+    # and the value must be what the stacked distribution gives.
+    T, K = 37, 3
+    y = jnp.asarray(np.random.default_rng(0).normal(size=T), jnp.float32)
+    keep = jnp.arange(T) % 4 != 1
+
+    def model(trans_logits, locs):
+        def step(prev, xs):
+            y_t, keep_t = xs
+            row = jax.nn.log_softmax(trans_logits[prev], axis=-1)
+            with mask(mask=keep_t if masked else True):
+                x = probnn.sample(
+                    "x", dist.Categorical(logits=row), infer={"enumerate": "parallel"}
+                )
+            probnn.sample("y", dist.Normal(locs[x], 1.0), obs=y_t)
+            return x, None
+
+        scan(step, 0, (y, keep))
+
+    def loss(trans_logits, locs):
+        return TraceEnum_ELBO().loss(
+            jax.random.PRNGKey(0), {}, model, lambda *a: None, trans_logits, locs
+        )
+
+    def density(trans_logits, locs):
+        return log_density(model, (trans_logits, locs), {}, {})[0]
+
+    args = (jnp.eye(K) * 2.0, jnp.arange(K, dtype=jnp.float32))
+    for fn in (loss, density):
+        closed = jax.make_jaxpr(fn)(*args)
+        assert _big_exps(closed.jaxpr, T - 1) == []
+
+    # the same numbers by the forward algorithm by hand: in the ELBO the
+    # enumerated site's own density enters unmasked, in log_density a
+    # masked-out step's factor is 1 for every value
+    def forward(weights):
+        log_trans = jax.nn.log_softmax(args[0], axis=-1)
+        log_emit = jax.scipy.stats.norm.logpdf(y[:, None], args[1], 1.0)
+        step_trans = jnp.broadcast_to(log_trans, (T, K, K)) * weights
+        alpha = step_trans[0, 0] + log_emit[0]
+        for t in range(1, T):
+            prior = jax.nn.logsumexp(alpha[:, None] + step_trans[t], axis=0)
+            alpha = prior + log_emit[t]
+        return jax.nn.logsumexp(alpha)
+
+    weights = jnp.where(keep, 1.0, 0.0)[:, None, None] if masked else 1.0
+    np.testing.assert_allclose(loss(*args), -forward(1.0), rtol=1e-5)
+    np.testing.assert_allclose(density(*args), forward(weights), rtol=1e-5)
