@@ -573,8 +573,8 @@ def _eliminate(terms, level, target, sum_dims, ring, structure):
                     f"sites {sorted(set(term.names))} in plates {sorted(leaf)} "
                     "depend on enumerated sites "
                     f"{sorted(structure.variable_name(d) for d in remaining)} in "
-                    "plates that do not nest: the model is not a tree of plates "
-                    "that enumeration can sum exactly"
+                    "plates that do not nest: the model is not a tree of plates, "
+                    "and summing it exactly is intractable!"
                 )
             pending[parent].append(_multiply_plates(term, leaf - parent, structure))
     local = {d for d, o in all_dims.items() if o == target}
@@ -609,11 +609,12 @@ def _reduce(terms, dims, ring, structure, all_dims) -> _Term:
     if pending:
         guide_names = [structure.variable_name(d) for d in present]
         model_names = [structure.variable_name(d) for d in pending]
-        raise NotImplementedError(
+        raise ValueError(
             f"TraceEnum_ELBO: guide site(s) {guide_names} are enumerated inside "
             f"plates whose sites depend on model sites {model_names} enumerated "
-            "outside them; the expectation over the guide sites is then not a sum of "
-            "per-plate terms. Enumerate those guide sites in the model instead"
+            "outside them: the model's enumeration is more global than the "
+            "guide's, and the expectation over the guide sites is then not a sum "
+            "of per-plate terms. Enumerate those guide sites in the model instead"
         )
     weights = {d: structure.guide_weights[d] for d in present}
     total = jnp.zeros(())

@@ -788,3 +788,103 @@ def test_hmm_enum_example_runs(tmp_path):
     assert 0.0 <= result["accuracy"] <= 1.0
     assert (tmp_path / "states.png").is_file()
     assert (tmp_path / "loss.png").is_file()
+
+
+# -- subsampled plates and structural errors --------------------------------------
+
+
+def _scaled_mixture(structure, subsample, scale):
+    """Enumerated models whose observations are identical within each plate,
+    so that a subsample scaled up to the full size carries exactly the
+    information of the full plate."""
+    sizes = {"i": (4, 2), "j": (6, 3), "k": (5, 2)}
+
+    def plate(name, dim=None):
+        size, small = sizes[name]
+        return probnn.plate(
+            name, size, subsample_size=small if subsample else None, dim=dim
+        )
+
+    @config_enumerate
+    @probnn.handlers.scale(scale=scale)
+    def model(weights, locs):
+        if structure == "global":  # z outside every plate, two plates below it
+            z = probnn.sample("z", dist.Categorical(weights))
+            with plate("i"):
+                probnn.sample("u", dist.Normal(locs[z], 1.0), obs=0.3)
+            with plate("j"):
+                probnn.sample("v", dist.Normal(locs[z], 2.0), obs=-0.5)
+        else:  # z local to a subsampled plate, nested plates below it
+            with plate("i", dim=-3):
+                z = probnn.sample("z", dist.Categorical(weights))
+                with plate("j", dim=-2):
+                    probnn.sample("u", dist.Normal(locs[z], 1.0), obs=0.3)
+                    with plate("k", dim=-1):
+                        probnn.sample("v", dist.Normal(locs[z], 2.0), obs=-0.5)
+
+    return model
+
+
+@pytest.mark.parametrize("structure", ["global", "local"])
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_subsampled_plates_scale_the_enumerated_sum(structure, scale):
+    # NumPyro refuses enumeration with subsampled plates; probnn sums with
+    # each plate's scale applied to its own factors, which on rows that are
+    # all alike gives exactly the full model's loss and gradient
+    args = (jnp.array([0.3, 0.7]), jnp.array([-1.0, 1.5]))
+
+    def loss(subsample):
+        model = _scaled_mixture(structure, subsample, scale)
+        return lambda *a: TraceEnum_ELBO().loss(KEY, {}, model, lambda *_: None, *a)
+
+    full, full_grad = jax.value_and_grad(loss(False), argnums=(0, 1))(*args)
+    sub, sub_grad = jax.value_and_grad(loss(True), argnums=(0, 1))(*args)
+    np.testing.assert_allclose(sub, full, rtol=1e-5)
+    for a, b in zip(sub_grad, full_grad, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+    # the full model's value by hand
+    w, m = args
+    if structure == "global":
+        per = np.log(w) + 4 * norm.logpdf(0.3, m, 1.0) + 6 * norm.logpdf(-0.5, m, 2.0)
+        expected = logsumexp(per)
+    else:
+        per = np.log(w) + 6 * norm.logpdf(0.3, m, 1.0) + 30 * norm.logpdf(-0.5, m, 2.0)
+        expected = 4 * logsumexp(per)
+    np.testing.assert_allclose(full, -scale * expected, rtol=1e-5)
+
+
+def test_guide_enumeration_less_global_than_model_is_a_value_error():
+    # the model enumerates z outside the plate, the guide enumerates w in it,
+    # and an observation in the plate depends on both
+    @config_enumerate
+    def model():
+        z = probnn.sample("z", dist.Categorical(jnp.array([0.5, 0.5])))
+        with probnn.plate("rows", 2):
+            w = probnn.sample("w", dist.Categorical(jnp.array([0.3, 0.7])))
+            probnn.sample("y", dist.Normal(z + w, 1.0), obs=jnp.array([0.0, 1.0]))
+
+    @config_enumerate
+    def guide():
+        with probnn.plate("rows", 2):
+            probnn.sample("w", dist.Categorical(jnp.array([0.6, 0.4])))
+
+    with pytest.raises(ValueError, match=r"\['w'\].*\['z'\].*more global"):
+        TraceEnum_ELBO().loss(KEY, {}, model, guide)
+
+
+def test_sites_in_crossing_plates_linked_by_enumeration_is_a_value_error():
+    # x in plate "a" and y in plate "b" both enumerated, an observation in
+    # both plates depends on both: no tree of plates sums it exactly
+    @config_enumerate
+    def model():
+        a, b = probnn.plate("a", 2, dim=-1), probnn.plate("b", 3, dim=-2)
+        with a:
+            x = probnn.sample("x", dist.Bernoulli(0.3))
+        with b:
+            y = probnn.sample("y", dist.Bernoulli(0.6))
+        with a, b:
+            probnn.sample("obs", dist.Normal(x + y, 1.0), obs=jnp.zeros((3, 2)))
+
+    with pytest.raises(ValueError, match=r"\['obs'\].*\['x', 'y'\].*intractable"):
+        TraceEnum_ELBO().loss(KEY, {}, model, lambda: None)
