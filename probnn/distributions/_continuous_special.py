@@ -22,11 +22,9 @@ from jax.scipy.special import (
     i1e,
     log_ndtr,
     ndtri,
-    xlog1py,
-    xlogy,
 )
 
-from probnn.distributions.util import log1mexp
+from probnn.distributions.util import log1mexp, xlog1py, xlogy
 
 _LOG_2PI = math.log(2 * math.pi)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import gammaincc, xlog1py, xlogy
+from jax.scipy.special import gammaincc
 
 from probnn.distributions import constraints
 from probnn.distributions._continuous_special import regularized_beta
@@ -29,6 +29,8 @@ from probnn.distributions.util import (
     is_concrete,
     log1mexp,
     softplus_parts,
+    xlog1py,
+    xlogy,
 )
 
 __all__ = [

@@ -8,11 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
-from jax.scipy.special import betaln, digamma, gammaln, xlogy
+from jax.scipy.special import betaln, digamma, gammaln
 
 from probnn.distributions import constraints
 from probnn.distributions.distribution import Distribution
-from probnn.distributions.util import batch_shape_of, promote_shapes
+from probnn.distributions.util import batch_shape_of, promote_shapes, xlogy
 
 __all__ = [
     "Dirichlet",

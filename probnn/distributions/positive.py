@@ -9,7 +9,6 @@ import jax.numpy as jnp
 from jax.scipy.special import (
     digamma,
     gammaln,
-    xlogy,
 )
 
 from probnn.distributions import constraints
@@ -25,7 +24,7 @@ from probnn.distributions._continuous_special import (
     _standard_gamma_log_prob,
 )
 from probnn.distributions.distribution import Distribution
-from probnn.distributions.util import batch_shape_of, promote_shapes
+from probnn.distributions.util import batch_shape_of, promote_shapes, xlogy
 
 __all__ = ["Chi2", "Exponential", "Gamma", "InverseGamma", "Pareto", "Weibull"]
 

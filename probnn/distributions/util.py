@@ -14,6 +14,25 @@ def is_concrete(x) -> bool:
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(x))
 
 
+def _inexact_pair(x, y):
+    dtype = jnp.result_type(x, y, float)
+    return jnp.asarray(x, dtype), jnp.asarray(y, dtype)
+
+
+def xlogy(x, y):
+    """``x * log(y)`` with ``0 * log 0 = 0``, as ``jax.scipy.special.xlogy``,
+    but integer arguments (``Beta(1, 1)``'s ``concentration - 1``, count
+    data) become floats first, so that differentiating with respect to the
+    other argument works (JAX's rule otherwise meets a float0 tangent)."""
+    return jax.scipy.special.xlogy(*_inexact_pair(x, y))
+
+
+def xlog1py(x, y):
+    """``x * log1p(y)`` with ``0 * log1p(-1) = 0``; integer arguments become
+    floats first (see :func:`xlogy`)."""
+    return jax.scipy.special.xlog1py(*_inexact_pair(x, y))
+
+
 def sum_rightmost(x, n: int):
     """Sum the ``n`` rightmost dims of ``x``."""
     if n <= 0:
