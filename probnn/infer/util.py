@@ -235,7 +235,19 @@ def potential_energy(
         if not is_given(site):
             continue
         value = site["value"]
-        log_det = site_transform(site).log_abs_det_jacobian(params[site["name"]], value)
+        given = params[site["name"]]
+        if jnp.shape(given)[:1] != jnp.shape(value)[:1] and any(
+            other.startswith(("_init", "_PREV_")) and other.endswith("/" + site["name"])
+            for other in model_trace
+        ):
+            raise NotImplementedError(
+                f"latent site {site['name']!r} is continuous and sits in a scan "
+                "with enumerated sites, whose first steps run unrolled: "
+                "potential_energy (and so MCMC) cannot yet pair its series with "
+                "those steps. Sample it outside the scan (e.g. in a plate over "
+                "time) and index it by the step"
+            )
+        log_det = site_transform(site).log_abs_det_jacobian(given, value)
         batch_ndim = jnp.ndim(value) - site["fn"].event_dim
         log_det = sum_rightmost(log_det, jnp.ndim(log_det) - batch_ndim)
         if site["scale"] is not None:

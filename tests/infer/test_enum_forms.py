@@ -633,3 +633,37 @@ def test_step_invariant_transition_normalised_once(masked):
     weights = jnp.where(keep, 1.0, 0.0)[:, None, None] if masked else 1.0
     np.testing.assert_allclose(loss(*args), -forward(1.0), rtol=1e-5)
     np.testing.assert_allclose(density(*args), forward(weights), rtol=1e-5)
+
+
+def test_continuous_latent_in_enumerated_scan_is_a_clear_error():
+    # a per-step continuous latent inside an enumerated scan: the unrolled
+    # first step is its own site, so potential_energy cannot pair the
+    # unconstrained series with the trace; it says so instead of failing
+    # on shapes (the same latent drawn in a plate outside the scan works)
+    from probnn.infer.util import potential_energy
+
+    y = jnp.array([0, 1, 1, 0, 1])
+
+    def model(inside):
+        if not inside:
+            with probnn.plate("steps", 5):
+                rates = probnn.sample("rate", dist.Uniform(0.0, 1.0))
+
+        def step(prev, xs):
+            y_t, rate_t = xs
+            if inside:
+                rate_t = probnn.sample("rate", dist.Uniform(0.0, 1.0))
+            x = probnn.sample(
+                "x",
+                dist.Bernoulli(jnp.where(prev == 1, 0.8, 0.3)),
+                infer={"enumerate": "parallel"},
+            )
+            probnn.sample("y", dist.Bernoulli(jnp.where(x == 1, rate_t, 0.1)), obs=y_t)
+            return x, None
+
+        scan(step, 0, (y, jnp.zeros(5) if inside else rates))
+
+    params = {"rate": jnp.zeros(5)}
+    with pytest.raises(NotImplementedError, match="'rate'.*scan with enumerated"):
+        potential_energy(model, (True,), {}, params)
+    assert np.isfinite(potential_energy(model, (False,), {}, params))
