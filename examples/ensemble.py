@@ -72,7 +72,7 @@ def model(x, y=None):
     with probnn.plate("members", MEMBERS, dim=-2):
         # one set of weights per member: the site "net$params" has leaves of
         # shape (MEMBERS, ...), and each output has shape (MEMBERS, len(x))
-        net = probnn.module("net", MLP_NET, input_shape=(-1, 1))
+        net = probnn.module("net", MLP_NET, input_shape=(-1, 1), members="members")
         mean, scale = net(x)
         probnn.deterministic("mean", mean)
         probnn.deterministic("scale", scale)

@@ -3,9 +3,11 @@
 One code path serves every kind of network through a :class:`Bridge`
 (stax, Flax Linen, Flax NNX). The network's parameters are one param site
 ``name$params`` holding the network's own nested structure, its non-parameter
-state (BatchNorm statistics) one mutable site ``name$state``. Inside plates
-every plate member gets its own parameters (leading dims in the order of the
-plates' dims, leftmost first) and the network is vmapped over them.
+state (BatchNorm statistics) one mutable site ``name$state``. A network is
+one network wherever it is called, plates included (a param site ignores
+plates, as in NumPyro); ``members=`` names the plates whose members each get
+their own parameters (leading dims in the order of the plates' dims,
+leftmost first), and the network is vmapped over them.
 """
 
 from __future__ import annotations
@@ -79,10 +81,30 @@ def bridge_for(name, nn, input_shape=None, args=(), kwargs=None) -> Bridge:
 # -- plates: ensembles ---------------------------------------------------------
 
 
-def _member_plates() -> list[plate]:
-    """The active plates, outermost dim (most negative) first."""
-    plates = [h for h in _STACK if isinstance(h, plate)]
-    return sorted(plates, key=lambda p: p.dim)
+def _member_plates(name: str, members) -> list[plate]:
+    """The active plates named by ``members`` (a plate name or a sequence of
+    them; None: none), outermost dim (most negative) first."""
+    if members is None:
+        return []
+    if isinstance(members, str):
+        wanted = (members,)
+    elif isinstance(members, list | tuple):
+        wanted = tuple(members)
+    else:
+        wanted = ()
+    if not wanted or not all(isinstance(m, str) for m in wanted):
+        raise TypeError(
+            f"module {name!r}: members= must be a plate name or a sequence of "
+            f"plate names, got {members!r}"
+        )
+    active = {h.name: h for h in _STACK if isinstance(h, plate)}
+    missing = [m for m in wanted if m not in active]
+    if missing:
+        raise ValueError(
+            f"module {name!r}: members= names plate(s) {missing} that are not "
+            f"active here; the active plates are {sorted(active)}"
+        )
+    return sorted((active[m] for m in dict.fromkeys(wanted)), key=lambda p: p.dim)
 
 
 def _member_shape(plates) -> tuple[int, ...]:
@@ -132,19 +154,27 @@ def _apply_members(bridge, params, state, shape, args, kwargs):
 # -- module ---------------------------------------------------------------------
 
 
-def module(name: str, nn, input_shape=None, *args, **kwargs) -> Callable:
+def module(name: str, nn, input_shape=None, *args, members=None, **kwargs) -> Callable:
     """Register a network's parameters as the param site ``name + "$params"``.
 
     Args:
         name: name of the module.
         nn: a stax ``(init_fn, apply_fn)`` pair, a ``flax.linen.Module``, an
             eager ``flax.nnx.Module`` instance, or a function ``rngs -> NNX
-            module`` (inside plates, an eager NNX module gives every member
-            the same initial parameters; a function builds each member from
-            its own key).
+            module`` (defined anywhere; with ``members=`` each member is
+            built from its own key).
         input_shape: input shape used to initialise stax and Linen networks.
         *args: example inputs for initialisation (Linen), in place of
             ``input_shape``.
+        members: the name of an enclosing plate (or a sequence of names)
+            whose members each get their own parameters, initialised from
+            their own keys: ``with plate("members", 8): module(...,
+            members="members")`` is a deep ensemble. By default the network
+            is one network shared by every plate member, as a param site is
+            in NumPyro (a network called next to the likelihood inside a
+            data plate is not one network per data point). An eager NNX
+            module cannot be re-initialised per member: pass a function
+            ``rngs -> module`` instead.
         **kwargs: keyword arguments for Linen initialisation (e.g.
             ``train=False``).
 
@@ -154,8 +184,8 @@ def module(name: str, nn, input_shape=None, *args, **kwargs) -> Callable:
         Non-parameter state (BatchNorm statistics, other Flax collections or
         NNX variables) lives in the mutable site ``name + "$state"``; random
         streams (dropout) draw from the enclosing ``seed`` on every call.
-        Inside plates each member has its own parameters and outputs gain
-        the plates' sizes as leading dims (inputs are shared).
+        With ``members=`` the outputs gain the member plates' sizes as
+        leading dims (inputs are shared).
 
     >>> import jax.numpy as jnp, probnn
     >>> from jax.example_libraries import stax
@@ -167,7 +197,14 @@ def module(name: str, nn, input_shape=None, *args, **kwargs) -> Callable:
     """
     _check_name(name, "module")
     bridge = bridge_for(name, nn, input_shape, args, kwargs)
-    shape = _member_shape(_member_plates())
+    shape = _member_shape(_member_plates(name, members))
+    if shape and getattr(bridge, "factory", False) is None:
+        raise ValueError(
+            f"module {name!r}: an eager flax.nnx.Module has one set of initial "
+            f"parameters, so the members of {members!r} would all start equal; "
+            "pass a function rngs -> module (e.g. lambda rngs: MLP(rngs=rngs)) "
+            "so that each member is initialised from its own key"
+        )
     initial = {}
 
     def init_params(key):
@@ -305,8 +342,8 @@ def random_module(
     """
     _check_name(name, "random_module")
     bridge = bridge_for(name, nn, input_shape, args, kwargs)
-    plates = _member_plates()
-    shape = _member_shape(plates)
+    plates = [h for h in _STACK if isinstance(h, plate)]
+    shape = _member_shape(sorted(plates, key=lambda p: p.dim))
     # the structure and shapes of one member's parameters, without running
     # the initialisation for real
     template, template_state = jax.eval_shape(bridge.init, jax.random.PRNGKey(0))

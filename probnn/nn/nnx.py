@@ -305,6 +305,8 @@ class NNXBridge(Bridge):
         Args:
             nn: the module given at this site now.
         """
+        if self.factory is not None and nn is self.factory:
+            return  # the same factory met again (one defined at module level)
         if not isinstance(nn, nnx.Module):
             raise TypeError(
                 f"module site {self.name!r}: expected a flax.nnx.Module "

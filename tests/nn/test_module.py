@@ -109,7 +109,7 @@ def test_random_module_log_density_is_the_prior_over_weights():
 def test_module_in_a_plate_is_an_ensemble_of_independent_members():
     def model(x):
         with probnn.plate("members", 5, dim=-2):
-            return probnn.module("net", MLP, input_shape=(-1, 1))(x)
+            return probnn.module("net", MLP, input_shape=(-1, 1), members="members")(x)
 
     tr = trace(seed(model, 0)).get_trace(X)
     params = tr["net$params"]["value"]
@@ -130,7 +130,9 @@ def test_ensemble_members_train_independently_with_svi():
 
     def model(x, y):
         with probnn.plate("members", 3, dim=-2):
-            mean = probnn.module("net", MLP, input_shape=(-1, 1))(x)[..., 0]
+            mean = probnn.module("net", MLP, input_shape=(-1, 1), members="members")(x)[
+                ..., 0
+            ]
             with probnn.plate("data", x.shape[0], dim=-1):
                 probnn.sample("y", dist.Normal(mean, 0.1), obs=y)
 
@@ -145,7 +147,7 @@ def test_ensemble_members_train_independently_with_svi():
 def test_ensemble_members_do_not_share_gradients():
     def model(x):
         with probnn.plate("members", 3, dim=-2):
-            return probnn.module("net", MLP, input_shape=(-1, 1))(x)
+            return probnn.module("net", MLP, input_shape=(-1, 1), members="members")(x)
 
     params = trace(seed(model, 0)).get_trace(X)["net$params"]["value"]
 

@@ -97,7 +97,9 @@ def test_gradients_reach_every_parameter_under_jit():
 def test_factory_ensemble_members_are_initialised_independently():
     def model(x):
         with probnn.plate("members", 4, dim=-2):
-            return probnn.module("net", lambda rngs: nnx.Linear(3, 1, rngs=rngs))(x)
+            return probnn.module(
+                "net", lambda rngs: nnx.Linear(3, 1, rngs=rngs), members="members"
+            )(x)
 
     tr = trace(seed(model, 0)).get_trace(X)
     kernel = tr["net$params"]["value"]["kernel"]
