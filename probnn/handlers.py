@@ -156,6 +156,11 @@ def _split_static(site: Message):
     """Split a site into array leaves (stacked by scan) and everything else."""
     site = dict(site, kwargs=dict(site["kwargs"], rng_key=None))
     site.pop("stop", None)
+    if site["type"] == "param":
+        # the static part outlives the trace (JAX keeps it with the scan's
+        # output structure): an init function, which may close over values
+        # of this trace (a network's initial state), is not kept
+        site["args"] = tuple(None if callable(a) else a for a in site["args"])
     if site["type"] == "sample":
         fn, sample_shape = site["fn"], site["kwargs"]["sample_shape"]
         if sample_shape and hasattr(fn, "expand"):

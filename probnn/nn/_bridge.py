@@ -23,6 +23,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+
 
 class Bridge:
     """Base class; see the module docstring.
@@ -41,8 +44,21 @@ class Bridge:
         self.name = name
         self.nn = nn
         self.input_shape = input_shape
-        self.args = args
-        self.kwargs = kwargs
+        # the bridge outlives the trace it was made in (it is cached per
+        # network): example inputs that are tracers (a scan body's slice, a
+        # jitted function's argument) are kept as shapes only
+        self._args = jax.tree.map(_detached, tuple(args))
+        self._kwargs = jax.tree.map(_detached, dict(kwargs))
+
+    @property
+    def args(self) -> tuple:
+        """Example positional inputs (zeros where a tracer was given)."""
+        return jax.tree.map(_materialised, self._args)
+
+    @property
+    def kwargs(self) -> dict:
+        """Example keyword arguments (zeros where a tracer was given)."""
+        return jax.tree.map(_materialised, self._kwargs)
 
     def init(self, key) -> tuple[Any, Any]:
         raise NotImplementedError
@@ -51,3 +67,15 @@ class Bridge:
         self, params, state, key_fn: Callable[[], Any], args: tuple, kwargs: dict
     ) -> tuple[Any, Any]:
         raise NotImplementedError
+
+
+def _detached(leaf):
+    if isinstance(leaf, jax.core.Tracer):
+        return jax.ShapeDtypeStruct(jnp.shape(leaf), jnp.result_type(leaf))
+    return leaf
+
+
+def _materialised(leaf):
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+        return jnp.zeros(leaf.shape, leaf.dtype)
+    return leaf

@@ -169,7 +169,11 @@ class NNXBridge(Bridge):
             # a factory rngs -> module: members of a plate ensemble are built
             # (initialised) from their own keys
             self.factory = nn
-            nn = self.factory(nnx.Rngs(0))
+            # the bridge is cached with the factory and outlives this trace:
+            # the template module is built from concrete values, never from
+            # tracers of the trace that first meets the site
+            with jax.ensure_compile_time_eval():
+                nn = self.factory(nnx.Rngs(0))
         if not isinstance(nn, nnx.Module):
             raise TypeError(
                 f"module site {name!r}: expected a flax.nnx.Module instance "
