@@ -151,6 +151,33 @@ def _apply_members(bridge, params, state, shape, args, kwargs):
     return _vmap_members(one, len(shape))(params, state, index)
 
 
+# -- one network per name -------------------------------------------------------
+
+
+def _claim_name(name: str, bridge: Bridge) -> None:
+    """Raise when another network already holds ``name`` in the model run
+    that the active ``trace`` handlers record (the same network met again
+    shares its parameters, by design)."""
+    from probnn.handlers import trace
+
+    for handler in _STACK:
+        if not isinstance(handler, trace):
+            continue
+        held = getattr(handler, "_networks", None)
+        if held is None or held[0] is not handler.trace:
+            # a new run of the traced model: its own record of names
+            held = handler._networks = (handler.trace, {})
+        owner = held[1].setdefault(name, bridge)
+        if owner is not bridge:
+            raise ValueError(
+                f"module {name!r}: two different networks are registered under "
+                f"one name in one model ({owner.kind} {type(owner.nn).__name__} "
+                f"and {bridge.kind} {type(bridge.nn).__name__}); they would "
+                "share one parameter site. Give each network its own name (the "
+                "same network object called twice shares its weights by design)"
+            )
+
+
 # -- module ---------------------------------------------------------------------
 
 
@@ -197,6 +224,7 @@ def module(name: str, nn, input_shape=None, *args, members=None, **kwargs) -> Ca
     """
     _check_name(name, "module")
     bridge = bridge_for(name, nn, input_shape, args, kwargs)
+    _claim_name(name, bridge)
     shape = _member_shape(_member_plates(name, members))
     if shape and getattr(bridge, "factory", False) is None:
         raise ValueError(
@@ -342,6 +370,7 @@ def random_module(
     """
     _check_name(name, "random_module")
     bridge = bridge_for(name, nn, input_shape, args, kwargs)
+    _claim_name(name, bridge)
     plates = [h for h in _STACK if isinstance(h, plate)]
     shape = _member_shape(sorted(plates, key=lambda p: p.dim))
     # the structure and shapes of one member's parameters, without running

@@ -17,7 +17,7 @@ from jax.example_libraries import stax
 
 import probnn
 import probnn.distributions as dist
-from probnn.handlers import seed, trace
+from probnn.handlers import seed, substitute, trace
 from probnn.infer import SVI, Trace_ELBO
 
 N = 100
@@ -122,3 +122,37 @@ def test_members_naming_an_inactive_plate_is_an_error():
             lambda: probnn.module("ens", stax.Dense(1), input_shape=(-1, 3), members=3),
             0,
         )()
+
+
+def test_two_networks_under_one_name_is_an_error():
+    encoder = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+    decoder = nnx.Linear(3, 2, rngs=nnx.Rngs(1))  # same shapes, other weights
+
+    def model(x):
+        h = probnn.module("net", encoder)(x)
+        return probnn.module("net", decoder)(x) + h
+
+    with pytest.raises(ValueError, match="'net': two different networks.*own name"):
+        SVI(model, lambda x: None, optax.adam(0.1), Trace_ELBO()).init(
+            jax.random.PRNGKey(0), X
+        )
+
+
+def test_one_network_called_twice_shares_its_weights():
+    head = stax.Dense(2)
+
+    def model(x):
+        first = probnn.module("head", head, input_shape=(-1, 3))(x)
+        second = probnn.module("head", head, input_shape=(-1, 3))(2 * x)
+        return first, second
+
+    for rng_seed in (0, 1):  # each traced run keeps its own record of names
+        tr = trace(seed(model, rng_seed)).get_trace(X)
+        params = tr["head$params"]["value"]
+        # as in training: the site's value is given, both calls use it
+        first, second = substitute(seed(model, rng_seed), data={"head$params": params})(
+            X
+        )
+        kernel, bias = params
+        np.testing.assert_allclose(first, X @ kernel + bias, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(second, 2 * X @ kernel + bias, rtol=1e-5, atol=1e-6)
