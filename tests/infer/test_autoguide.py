@@ -464,13 +464,33 @@ def test_unknown_init_to_value_key_is_an_error(guide_class):
         seed(guide, rng_seed=0)(X, FLIPS)
 
 
-@pytest.mark.parametrize("guide_class", ALL_GUIDES)
-def test_model_without_latent_sites_is_an_error(guide_class):
+@pytest.mark.parametrize("guide_class", FLATTENED)
+def test_flattened_guide_of_a_model_without_latent_sites_is_an_error(guide_class):
     def observed_only(x):
         probnn.sample("x", dist.Normal(0.0, 1.0), obs=x)
 
-    with pytest.raises(ValueError, match="no latent sample sites"):
+    with pytest.raises(ValueError, match="no latent sample sites.*AutoNormal"):
         seed(guide_class(observed_only), rng_seed=0)(1.0)
+
+
+@pytest.mark.parametrize("guide_class", [AutoNormal, AutoDelta])
+def test_guide_of_a_model_without_latent_sites_guides_nothing(guide_class):
+    # as in NumPyro: a model whose only unknowns are params (a network's
+    # weights, a location) trains with an autoguide that has nothing to do
+    y = jnp.arange(5.0)
+
+    def params_only(y=None):
+        loc = probnn.param("loc", 0.0)
+        with probnn.plate("n", 5):
+            probnn.sample("y", dist.Normal(loc, 1.0), obs=y)
+
+    guide = guide_class(params_only)
+    svi = SVI(params_only, guide, optax.adam(0.1), Trace_ELBO())
+    result = svi.run(jax.random.PRNGKey(0), 300, y, progress_bar=False)
+    assert set(result.params) == {"loc"}
+    np.testing.assert_allclose(result.params["loc"], 2.0, atol=1e-2)
+    assert guide.sample_posterior(jax.random.PRNGKey(1), result.params) == {}
+    assert guide.median(result.params) == {}
 
 
 @pytest.mark.parametrize("guide_class", ALL_GUIDES)

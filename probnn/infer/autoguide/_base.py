@@ -147,12 +147,6 @@ class AutoGuide:
                 f"which match no latent sample site of the model; the latent "
                 f"sites are {names}"
             )
-        if not latents:
-            raise ValueError(
-                f"{type(self).__name__}: the model has no latent sample sites "
-                "(every sample site is observed or auxiliary), so there is "
-                "nothing to guide"
-            )
         self._latents = {site["name"]: self._describe(site) for site in latents}
         self._frames = {}
         for name, latent in self._latents.items():

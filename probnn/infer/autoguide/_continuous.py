@@ -53,6 +53,13 @@ class AutoContinuous(AutoGuide):
     """
 
     def _setup(self) -> None:
+        if not self._latents:
+            raise ValueError(
+                f"{type(self).__name__}: the model has no latent sample sites "
+                "(every sample site is observed or auxiliary), so there is no "
+                "vector to flatten them into; AutoNormal or AutoDelta guide "
+                "such a model (they guide nothing and its params train alone)"
+            )
         for name, latent in self._latents.items():
             for frame in latent.frames:
                 if frame.subsample_size < frame.size:
