@@ -1,2 +1,3 @@
-"""NumPyro-compatible import paths: ``control_flow`` (``scan``, ``cond``)
-and ``funsor`` (enumeration)."""
+"""NumPyro-compatible import paths: ``control_flow`` (``scan``, ``cond``),
+``funsor`` (enumeration) and ``module`` (``flax_module``, ``nnx_module``,
+``eqx_module`` and their ``random_*`` variants)."""
