@@ -249,19 +249,53 @@ def _bound(bridge, params, state, shape) -> Callable:
     """The network with its parameters (and state site) bound."""
 
     def network(*call_args, **call_kwargs):
-        output, new_state = _apply_members(
-            bridge,
-            params,
-            {} if state is None else state,
-            shape,
-            call_args,
-            call_kwargs,
-        )
+        try:
+            output, new_state = _apply_members(
+                bridge,
+                params,
+                {} if state is None else state,
+                shape,
+                call_args,
+                call_kwargs,
+            )
+        except Exception as error:
+            located = _located(error, bridge, params, call_args)
+            if located is error:
+                raise
+            raise located from error
         if state is not None:
             state.update(new_state)
         return output
 
     return network
+
+
+def _located(error: Exception, bridge: Bridge, params, call_args) -> Exception:
+    """``error`` from a network's forward pass, restated with the site, the
+    input shapes and the parameter shapes by path (errors of JAX's tracing
+    machinery, and errors that already name the site, pass unchanged)."""
+    shape_like = isinstance(error, TypeError | ValueError) or type(
+        error
+    ).__module__.startswith("flax")
+    if (
+        not shape_like
+        or isinstance(error, jax.errors.ConcretizationTypeError)
+        or f"{bridge.name!r}" in str(error)
+    ):
+        return error
+    inputs = [tuple(jnp.shape(a)) for a in jax.tree.leaves(call_args)]
+    try:
+        shapes = {path: tuple(jnp.shape(v)) for path, v in param_paths(params).items()}
+    except Exception:  # parameters of an unexpected structure
+        shapes = {}
+    listed = ", ".join(f"{path} {shape}" for path, shape in shapes.items())
+    kind = TypeError if isinstance(error, TypeError) else ValueError
+    return kind(
+        f"module {bridge.name!r} (site {bridge.name}$params): the {bridge.kind} "
+        f"network failed on inputs of shapes {inputs}"
+        + (f" with parameters {listed}" if listed else "")
+        + f": {type(error).__name__}: {error}"
+    )
 
 
 def _state_site(bridge, name, shape, initial):
