@@ -8,11 +8,13 @@ module) and exposes it as two pure functions over pytrees:
   nested dict of arrays, the network's own structure) and its non-parameter
   state (a nested dict of arrays, e.g. BatchNorm statistics; ``{}`` when it
   has none);
-- ``apply(params, state, key_fn, args, kwargs) -> (output, new_state)``: one
-  forward pass. ``key_fn()`` returns a fresh PRNG key for random streams
-  (dropout); it raises when no ``seed`` handler is active, and the bridge
-  then names the stream that needed it. ``new_state`` has the structure of
-  ``state``.
+- ``apply(params, state, key_fn, args, kwargs) -> (output, new_state,
+  intermediates)``: one forward pass. ``key_fn()`` returns a fresh PRNG key
+  for random streams (dropout); it raises when no ``seed`` handler is
+  active, and the bridge then names the stream that needed it.
+  ``new_state`` has the structure of ``state``; ``intermediates`` holds the
+  values the network recorded for inspection during the pass (Linen
+  ``sow``, NNX ``nnx.Intermediate``), ``{}`` when none.
 
 Both must be traceable (jit, vmap, grad) and free of side effects, so the
 core can vmap them over the members of a plate ensemble.
@@ -65,7 +67,7 @@ class Bridge:
 
     def apply(
         self, params, state, key_fn: Callable[[], Any], args: tuple, kwargs: dict
-    ) -> tuple[Any, Any]:
+    ) -> tuple[Any, Any, Any]:
         raise NotImplementedError
 
 

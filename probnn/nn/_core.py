@@ -22,7 +22,15 @@ import jax.numpy as jnp
 
 from probnn.nn._bridge import Bridge
 from probnn.nn.stax import StaxBridge, is_stax
-from probnn.primitives import _check_name, mutable, param, plate, prng_key, sample
+from probnn.primitives import (
+    _check_name,
+    deterministic,
+    mutable,
+    param,
+    plate,
+    prng_key,
+    sample,
+)
 from probnn.runtime import _STACK
 
 __all__ = ["bridge_for", "module", "param_paths", "random_module"]
@@ -154,6 +162,31 @@ def _apply_members(bridge, params, state, shape, args, kwargs):
 # -- one network per name -------------------------------------------------------
 
 
+def _run_record(handler, kind: str) -> dict:
+    """A record kept for the current run of the model that a ``trace``
+    handler records (a new run starts a new record)."""
+    held = getattr(handler, "_module_records", None)
+    if held is None or held[0] is not handler.trace:
+        held = handler._module_records = (handler.trace, {})
+    return held[1].setdefault(kind, {})
+
+
+def _intermediates_site(name: str) -> str:
+    """``name$intermediates`` for a network's first call in a traced run,
+    ``name$intermediates_1``, ... for later calls."""
+    from probnn.handlers import trace
+
+    calls = 0
+    for handler in _STACK:
+        if isinstance(handler, trace):
+            counts = _run_record(handler, "calls")
+            calls = max(calls, counts.get(name, 0))
+    for handler in _STACK:
+        if isinstance(handler, trace):
+            _run_record(handler, "calls")[name] = calls + 1
+    return f"{name}$intermediates" + (f"_{calls}" if calls else "")
+
+
 def _claim_name(name: str, bridge: Bridge) -> None:
     """Raise when another network already holds ``name`` in the model run
     that the active ``trace`` handlers record (the same network met again
@@ -163,11 +196,7 @@ def _claim_name(name: str, bridge: Bridge) -> None:
     for handler in _STACK:
         if not isinstance(handler, trace):
             continue
-        held = getattr(handler, "_networks", None)
-        if held is None or held[0] is not handler.trace:
-            # a new run of the traced model: its own record of names
-            held = handler._networks = (handler.trace, {})
-        owner = held[1].setdefault(name, bridge)
+        owner = _run_record(handler, "networks").setdefault(name, bridge)
         if owner is not bridge:
             raise ValueError(
                 f"module {name!r}: two different networks are registered under "
@@ -250,7 +279,7 @@ def _bound(bridge, params, state, shape) -> Callable:
 
     def network(*call_args, **call_kwargs):
         try:
-            output, new_state = _apply_members(
+            output, new_state, intermediates = _apply_members(
                 bridge,
                 params,
                 {} if state is None else state,
@@ -265,6 +294,9 @@ def _bound(bridge, params, state, shape) -> Callable:
             raise located from error
         if state is not None:
             state.update(new_state)
+        if jax.tree.leaves(intermediates):
+            # values the network sowed for inspection: a deterministic site
+            deterministic(_intermediates_site(bridge.name), intermediates)
         return output
 
     return network

@@ -118,7 +118,7 @@ class LinenBridge(Bridge):
     ((3, 4), {})
     >>> key_fn = lambda: jax.random.PRNGKey(1)
     >>> x = jnp.ones((5, 3))
-    >>> out, _ = bridge.apply(params, state, key_fn, (x,), {"train": True})
+    >>> out, _, _ = bridge.apply(params, state, key_fn, (x,), {"train": True})
     >>> out.shape
     (5, 4)
     >>> bridge.rng_streams
@@ -224,10 +224,15 @@ class LinenBridge(Bridge):
             kwargs: keyword inputs.
 
         Returns:
-            ``(output, new_state)``, ``new_state`` with the keys of ``state``.
+            ``(output, new_state, intermediates)``: ``new_state`` with the
+            keys of ``state``; ``intermediates`` the values the pass sowed
+            into collections that are not state (``self.sow(
+            "intermediates", ...)``), by collection.
         """
         variables = linen_variables(params, state)
-        mutable = list(state) or False
+        # every collection is mutable: state is updated, and whatever the
+        # pass sows elsewhere is returned as intermediates
+        mutable = True
         # Streams learnt in earlier passes may not be needed in this one (e.g.
         # dropout in eval mode): when no key can be had, try without keys and
         # fail only if flax then asks for a stream.
@@ -257,8 +262,8 @@ class LinenBridge(Bridge):
                     ) from key_error
                 streams.add(stream)
                 self._rng_streams.add(stream)
-        if not mutable:
-            return result, {}
         output, updated = result
         updated = unfreeze(updated)
-        return output, {k: updated.get(k, unfreeze(v)) for k, v in state.items()}
+        updated.pop("params", None)
+        new_state = {k: updated.pop(k, unfreeze(v)) for k, v in state.items()}
+        return output, new_state, updated

@@ -53,6 +53,12 @@ def _path_str(path: tuple) -> str:
     return ".".join(str(part) for part in path) or "<root>"
 
 
+def _pure(state) -> dict:
+    """A captured ``nnx.State`` as nested dicts of arrays."""
+    flat = {path: _value(leaf) for path, leaf in nnx.to_flat_state(state)}
+    return nnx.traversals.unflatten_mapping(flat) if flat else {}
+
+
 def _value(leaf):
     return leaf.get_value() if isinstance(leaf, nnx.Variable) else leaf
 
@@ -147,7 +153,7 @@ class NNXBridge(Bridge):
         >>> sorted(params), state
         (['bias', 'kernel'], {})
         >>> x = jnp.ones((4, 3))
-        >>> y, _ = bridge.apply(params, state, None, (x,), {})
+        >>> y, _, _ = bridge.apply(params, state, None, (x,), {})
         >>> bool(jnp.allclose(y, net(x)))
         True
     """
@@ -218,12 +224,13 @@ class NNXBridge(Bridge):
         key_fn: Callable[[], Any] | None,
         args: tuple,
         kwargs: dict,
-    ) -> tuple[Any, dict]:
+    ) -> tuple[Any, dict, dict]:
         """One forward pass of the rebuilt module; see :class:`Bridge`.
 
-        Returns the module's output and its updated non-parameter state (e.g.
+        Returns the module's output, its updated non-parameter state (e.g.
         BatchNorm running statistics in training mode) with the structure of
-        ``state``, gradients stopped.
+        ``state``, gradients stopped, and the ``nnx.Intermediate`` values the
+        call sowed (nested by attribute path).
         """
         where = f"module site {self.name!r}"
         _check_like(params, self._params, "params", where)
@@ -246,7 +253,13 @@ class NNXBridge(Bridge):
             rng_state,
             _filled(self._state, state),
         )
-        output = module(*args, **kwargs)
+        captured = {}
+        if hasattr(nnx, "capture"):
+            # values sown with self.sow(nnx.Intermediate, ...) come back here
+            output, captured = nnx.capture(module, nnx.Intermediate)(*args, **kwargs)
+            captured = _pure(captured)
+        else:  # older Flax: sown values stay on the module (see below)
+            output = module(*args, **kwargs)
         _, _, used_rng, new_state = _split(module, self.graph)
         if no_key is not None:
             self._raise_if_drawn(counts_before, used_rng, no_key)
@@ -257,11 +270,20 @@ class NNXBridge(Bridge):
                 f"{where}: the module's call removed state "
                 f"{[_path_str(path) for path in missing]}"
             )
-        # Variables the call created (not in `state`) are dropped, so the
-        # returned state keeps the structure the caller passed in.
+        # Variables the call created (not in `state`) are not state, so the
+        # returned state keeps the structure the caller passed in; those it
+        # sowed for inspection (nnx.Intermediate) are returned beside it.
         new_values = {path: _value(flat[path]) for path in self._state_paths}
         new_state = nnx.traversals.unflatten_mapping(new_values)
-        return output, jax.lax.stop_gradient(new_state)
+        known = set(self._state_paths)
+        sown = {
+            path: _value(leaf)
+            for path, leaf in flat.items()
+            if path not in known and isinstance(leaf, nnx.Intermediate)
+        }
+        if sown:
+            captured = {**captured, **nnx.traversals.unflatten_mapping(sown)}
+        return output, jax.lax.stop_gradient(new_state), captured
 
     def _fresh_rng_state(self, key: jax.Array) -> nnx.State:
         fresh = []

@@ -27,7 +27,7 @@ class StaxBridge(Bridge):
     >>> from jax.example_libraries import stax
     >>> bridge = StaxBridge("net", stax.Dense(2), (-1, 3), (), {})
     >>> params, state = bridge.init(jax.random.PRNGKey(0))
-    >>> out, _ = bridge.apply(params, state, None, (jnp.ones((4, 3)),), {})
+    >>> out, _, _ = bridge.apply(params, state, None, (jnp.ones((4, 3)),), {})
     >>> out.shape, state
     ((4, 2), {})
     """
@@ -52,4 +52,4 @@ class StaxBridge(Bridge):
         _, apply_fn = self.nn
         if kwargs.get("rng") is True:
             kwargs = {**kwargs, "rng": key_fn()}
-        return apply_fn(params, *args, **kwargs), state
+        return apply_fn(params, *args, **kwargs), state, {}

@@ -67,7 +67,7 @@ def test_mlp_init_and_apply_match_flax():
     assert isinstance(params, dict) and isinstance(params["Dense_0"], dict)
     assert_trees_close(params, expected["params"], rtol=0, atol=0)
 
-    out, new_state = bridge.apply(params, state, no_key, (X,), {})
+    out, new_state, _ = bridge.apply(params, state, no_key, (X,), {})
     assert new_state == {}
     np.testing.assert_allclose(out, MLP().apply(expected, X), rtol=1e-6)
     # and by hand
@@ -96,7 +96,7 @@ def test_init_passes_call_kwargs():
 
     bridge = LinenBridge("net", Scaled(), (-1, 3), (), {"scale": 2.0})
     params, _ = bridge.init(KEY)
-    out, _ = bridge.apply(params, {}, no_key, (X,), {"scale": 3.0})
+    out, _, _ = bridge.apply(params, {}, no_key, (X,), {"scale": 3.0})
     expected = Scaled().apply({"params": params}, X, scale=3.0)
     np.testing.assert_allclose(out, expected, rtol=1e-6)
 
@@ -151,7 +151,7 @@ def test_batchnorm_train_updates_statistics_like_flax():
     assert set(state) == {"batch_stats"}
     np.testing.assert_allclose(state["batch_stats"]["BatchNorm_0"]["mean"], 0.0)
 
-    out, new_state = bridge.apply(params, state, no_key, (X,), {"train": True})
+    out, new_state, _ = bridge.apply(params, state, no_key, (X,), {"train": True})
     ref_out, ref_vars = module.apply(
         {"params": params, **state}, X, train=True, mutable=["batch_stats"]
     )
@@ -172,7 +172,7 @@ def test_batchnorm_eval_leaves_statistics():
     stats = {"BatchNorm_0": {"mean": jnp.full(3, 0.5), "var": jnp.full(3, 2.0)}}
     state = {"batch_stats": stats}
 
-    out, new_state = bridge.apply(params, state, no_key, (X,), {"train": False})
+    out, new_state, _ = bridge.apply(params, state, no_key, (X,), {"train": False})
     assert_trees_close(new_state, state, rtol=0, atol=0)
     ref_out = module.apply({"params": params, **state}, X, train=False)
     np.testing.assert_allclose(out, ref_out, rtol=1e-6)
@@ -196,9 +196,9 @@ def test_dropout_key_comes_from_key_fn():
         return key_fn
 
     train = {"train": True}
-    out_a, _ = bridge.apply(params, state, key_fn_for(1), (X,), train)
-    out_a2, _ = bridge.apply(params, state, key_fn_for(1), (X,), train)
-    out_b, _ = bridge.apply(params, state, key_fn_for(2), (X,), train)
+    out_a, _, _ = bridge.apply(params, state, key_fn_for(1), (X,), train)
+    out_a2, _, _ = bridge.apply(params, state, key_fn_for(1), (X,), train)
+    out_b, _, _ = bridge.apply(params, state, key_fn_for(2), (X,), train)
     assert calls == [1, 1, 2]  # one key per forward pass
     assert bridge.rng_streams == ("dropout",)
     np.testing.assert_array_equal(out_a, out_a2)
@@ -219,11 +219,11 @@ def test_deterministic_dropout_needs_no_key():
     module = DropoutNet()
     bridge = LinenBridge("net", module, (-1, 3), (), {})
     params, state = bridge.init(KEY)
-    out, _ = bridge.apply(params, state, no_key, (X,), {"train": False})
+    out, _, _ = bridge.apply(params, state, no_key, (X,), {"train": False})
     np.testing.assert_allclose(out, module.apply({"params": params}, X), rtol=1e-6)
     # still true once the bridge has learnt that training mode needs a key
     bridge.apply(params, state, lambda: KEY, (X,), {"train": True})
-    out, _ = bridge.apply(params, state, no_key, (X,), {"train": False})
+    out, _, _ = bridge.apply(params, state, no_key, (X,), {"train": False})
     np.testing.assert_allclose(out, module.apply({"params": params}, X), rtol=1e-6)
 
 
@@ -244,7 +244,7 @@ def test_custom_stream_discovered_at_apply():
     bridge = LinenBridge("net", module, (-1, 3), (), {})
     params, state = bridge.init(KEY)
     key = jax.random.PRNGKey(5)
-    out, _ = bridge.apply(params, state, lambda: key, (X,), {})
+    out, _, _ = bridge.apply(params, state, lambda: key, (X,), {})
     assert bridge.rng_streams == ("noise",)
     expected = module.apply(
         {"params": params}, X, rngs={"noise": stream_key(key, "noise")}
@@ -261,7 +261,7 @@ def test_jit_and_grad_of_apply():
     key = jax.random.PRNGKey(3)
 
     def loss(p, x):
-        out, _ = bridge.apply(p, state, lambda: key, (x,), {"train": True})
+        out, _, _ = bridge.apply(p, state, lambda: key, (x,), {"train": True})
         return jnp.sum(out**2)
 
     def ref_loss(p, x):
@@ -277,8 +277,10 @@ def test_jit_with_batchnorm_state():
     bridge = LinenBridge("net", BatchNormNet(), (-1, 3), (), {"train": True})
     params, state = bridge.init(KEY)
     step = jax.jit(lambda p, s, x: bridge.apply(p, s, no_key, (x,), {"train": True}))
-    out, new_state = step(params, state, X)
-    eager_out, eager_state = bridge.apply(params, state, no_key, (X,), {"train": True})
+    out, new_state, _ = step(params, state, X)
+    eager_out, eager_state, _ = bridge.apply(
+        params, state, no_key, (X,), {"train": True}
+    )
     np.testing.assert_allclose(out, eager_out, rtol=1e-6)
     assert_trees_close(new_state, eager_state, rtol=1e-6)
 
@@ -293,7 +295,7 @@ def test_vmap_over_stacked_params_and_state():
     def apply(p, s):
         return bridge.apply(p, s, no_key, (X,), {"train": True})
 
-    outs, new_states = jax.vmap(apply)(params, state)
+    outs, new_states, _ = jax.vmap(apply)(params, state)
     assert outs.shape == (3, 4, 3)
     for i, (p, s) in enumerate(members):
         ref_out, ref_vars = module.apply(
@@ -308,9 +310,9 @@ def test_linen_variables_round_trip():
     module = BatchNormNet()
     bridge = LinenBridge("net", module, (-1, 3), (), {"train": True})
     params, state = bridge.init(KEY)
-    _, state = bridge.apply(params, state, no_key, (X,), {"train": True})
+    _, state, _ = bridge.apply(params, state, no_key, (X,), {"train": True})
     variables = linen_variables(params, state)
     assert set(variables) == {"params", "batch_stats"}
     assert type(variables["batch_stats"]["BatchNorm_0"]) is dict
-    out, _ = bridge.apply(params, state, no_key, (X,), {"train": False})
+    out, _, _ = bridge.apply(params, state, no_key, (X,), {"train": False})
     np.testing.assert_array_equal(module.apply(variables, X, train=False), out)

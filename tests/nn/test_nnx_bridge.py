@@ -112,7 +112,9 @@ def test_apply_with_init_params_equals_calling_the_module(graph):
     bridge = bridge_for(module, graph)
     params, state = bridge.init(None)
     x = inputs()
-    out, new_state = jax.jit(lambda p: bridge.apply(p, state, None, (x,), {}))(params)
+    out, new_state, _ = jax.jit(lambda p: bridge.apply(p, state, None, (x,), {}))(
+        params
+    )
     np.testing.assert_allclose(out, module(x), rtol=1e-6)
     assert new_state == {}
 
@@ -124,7 +126,7 @@ def test_batch_stats_update_in_training_mode(graph):
     params, state = bridge.init(None)
     x = inputs()
     key = jax.random.key(3)
-    out, new_state = jax.jit(lambda p, s: bridge.apply(p, s, keyed(key), (x,), {}))(
+    out, new_state, _ = jax.jit(lambda p, s: bridge.apply(p, s, keyed(key), (x,), {}))(
         params, state
     )
 
@@ -158,7 +160,7 @@ def test_eval_mode_uses_running_statistics_and_needs_no_key(graph):
     bridge = bridge_for(module, graph)
     params, state = bridge.init(None)
     x = inputs()
-    out, new_state = bridge.apply(params, state, no_seed, (x,), {})
+    out, new_state, _ = bridge.apply(params, state, no_seed, (x,), {})
     assert_trees_close(new_state, state, rtol=0, atol=0)
 
     hidden = x @ params["l1"]["kernel"] + params["l1"]["bias"]
@@ -175,12 +177,14 @@ def test_switching_to_eval_view_keeps_the_sites_values():
     bridge = bridge_for(module)
     params, state = bridge.init(None)
     x = inputs()
-    _, trained_state = bridge.apply(params, state, keyed(jax.random.key(0)), (x,), {})
+    _, trained_state, _ = bridge.apply(
+        params, state, keyed(jax.random.key(0)), (x,), {}
+    )
     bridge.check_same_graph(
         nnx.view(module, deterministic=True, use_running_average=True)
     )
-    out1, after = bridge.apply(params, trained_state, None, (x,), {})
-    out2, _ = bridge.apply(params, trained_state, None, (x,), {})
+    out1, after, _ = bridge.apply(params, trained_state, None, (x,), {})
+    out2, _, _ = bridge.apply(params, trained_state, None, (x,), {})
     assert_trees_close(after, trained_state, rtol=0, atol=0)
     np.testing.assert_array_equal(out1, out2)
     # The same object switched in place: the site follows it back and forth.
@@ -217,7 +221,9 @@ def test_dropout_masks_follow_the_key(graph):
 def test_each_stream_gets_its_own_key(graph):
     bridge = bridge_for(TwoDropouts(nnx.Rngs(dropout=0)), graph)
     assert bridge.init(None) == ({}, {})
-    first, second = bridge.apply({}, {}, keyed(jax.random.key(0)), (jnp.ones(64),), {})
+    first, second, _ = bridge.apply(
+        {}, {}, keyed(jax.random.key(0)), (jnp.ones(64),), {}
+    )
     assert set(np.unique(first)) == {0.0, 2.0}
     assert not np.array_equal(first, second)
     with pytest.raises(
@@ -245,7 +251,7 @@ def test_jit_grad_reaches_every_parameter(graph):
     x = inputs(n=8)
 
     def loss(p):
-        out, new_state = bridge.apply(p, state, keyed(jax.random.key(5)), (x,), {})
+        out, new_state, _ = bridge.apply(p, state, keyed(jax.random.key(5)), (x,), {})
         return jnp.sum(out**2) + sum(jnp.sum(v) for v in jax.tree.leaves(new_state))
 
     grads = jax.jit(jax.grad(loss))(params)
@@ -272,7 +278,7 @@ def test_user_variables_are_state_without_gradient(graph):
     assert set(params) == {"linear"}
     assert set(state) == {"last_mean"}
     x = inputs()
-    _, new_state = bridge.apply(params, state, None, (x,), {})
+    _, new_state, _ = bridge.apply(params, state, None, (x,), {})
     np.testing.assert_allclose(new_state["last_mean"], module(x).mean(0), rtol=1e-6)
 
     def state_sum(p):
@@ -290,11 +296,11 @@ def test_vmap_over_stacked_params_and_state(graph):
     state = jax.tree.map(lambda *a: jnp.stack(a), *[s for _, s in members])
     x = inputs()
     key = jax.random.key(7)
-    outs, states = jax.jit(
+    outs, states, _ = jax.jit(
         jax.vmap(lambda p, s: bridge.apply(p, s, keyed(key), (x,), {}))
     )(params, state)
     for i, (p, s) in enumerate(members):
-        out, new_state = bridge.apply(p, s, keyed(key), (x,), {})
+        out, new_state, _ = bridge.apply(p, s, keyed(key), (x,), {})
         np.testing.assert_allclose(outs[i], out, rtol=1e-5, atol=1e-6)
         assert_trees_close(member(states, i), new_state, atol=1e-6)
 
@@ -311,7 +317,7 @@ def test_shared_layers_work_in_graph_mode_only():
     params, state = bridge.init(None)
     assert set(params) == {"first"}  # the shared Linear appears once
     x = inputs(d=3)
-    out, _ = bridge.apply(params, state, None, (x,), {})
+    out, _, _ = bridge.apply(params, state, None, (x,), {})
     np.testing.assert_allclose(out, module(x), rtol=1e-6)
     with pytest.raises(ValueError, match="shared references"):
         bridge_for(module, graph=False)
@@ -355,7 +361,7 @@ def test_write_back_reproduces_the_bridge_and_leaves_the_module(graph):
     x = inputs()
     # "Trained" values: shifted parameters and one training step of statistics.
     params = jax.tree.map(lambda a: a + 0.1, params)
-    _, state = bridge.apply(params, state, keyed(jax.random.key(0)), (x,), {})
+    _, state, _ = bridge.apply(params, state, keyed(jax.random.key(0)), (x,), {})
     before = nnx.to_pure_dict(nnx.state(module))
 
     new = write_back(module, params, state, graph=graph)
@@ -364,7 +370,7 @@ def test_write_back_reproduces_the_bridge_and_leaves_the_module(graph):
     bridge.check_same_graph(
         nnx.view(module, deterministic=True, use_running_average=True)
     )
-    expected, _ = bridge.apply(params, state, None, (x,), {})
+    expected, _, _ = bridge.apply(params, state, None, (x,), {})
     np.testing.assert_allclose(new(x), expected, rtol=1e-6)
     assert_trees_close(nnx.to_pure_dict(nnx.state(new, nnx.Param)), params)
     assert_trees_close(nnx.to_pure_dict(nnx.state(new, nnx.BatchStat)), state)
