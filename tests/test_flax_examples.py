@@ -131,3 +131,15 @@ def test_vae_trained_with_an_nnx_loop_matches_svi():
     nnx_elbo = -float(test_loss) / x_test.shape[0]
     assert nnx_elbo > svi_result["baseline_per_image"] + 1.0
     assert abs(nnx_elbo - svi_result["test_elbo_per_image"]) < 1.5
+
+
+def test_deep_markov_model_predicts_one_step_ahead(tmp_path):
+    result = _run("dmm", 400, tmp_path)  # the example's default is 1500
+    assert result["final_loss"] < result["first_loss"] - 10_000
+    # better than carrying the last observation forward, far better than
+    # the channel means; the noise level (data: 0.05, 0.052 after the
+    # example's 1500 steps) has come down from its initial 0.3
+    assert result["one_step_rmse"] < 0.85 * result["persistence_rmse"]
+    assert result["one_step_rmse"] < 0.4 * result["mean_rmse"]
+    assert 0.03 < result["sigma"] < 0.2
+    _assert_png(tmp_path / "dmm.png")
