@@ -68,20 +68,25 @@ def bridge_for(name, nn, input_shape=None, args=(), kwargs=None) -> Bridge:
     discovered once."""
     kwargs = kwargs or {}
     try:
-        cached = _BRIDGES.get(nn)
+        # by network, then by site name: equal Linen modules (dataclasses)
+        # registered under several names keep one bridge each
+        by_name = _BRIDGES.setdefault(nn, {})
     except TypeError:  # not weak-referenceable (a stax tuple)
+        by_name = None
         cached = _BRIDGES_BY_ID.get((name, id(nn)))
         if cached is not None and cached.nn is not nn:
             cached = None
-    if cached is not None and cached.name == name:
+    else:
+        cached = by_name.get(name)
+    if cached is not None:
         check = getattr(cached, "check_same_graph", None)
         if check is not None:
             check(nn)
         return cached
     bridge = _make_bridge(name, nn, input_shape, args, kwargs)
-    try:
-        _BRIDGES[nn] = bridge
-    except TypeError:
+    if by_name is not None:
+        by_name[name] = bridge
+    else:
         _BRIDGES_BY_ID[(name, id(nn))] = bridge
     return bridge
 

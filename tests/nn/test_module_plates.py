@@ -156,3 +156,13 @@ def test_one_network_called_twice_shares_its_weights():
         kernel, bias = params
         np.testing.assert_allclose(first, X @ kernel + bias, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(second, 2 * X @ kernel + bias, rtol=1e-5, atol=1e-6)
+
+
+def test_equal_linen_networks_under_two_names_keep_one_bridge_each():
+    from probnn.nn._core import bridge_for
+
+    first = bridge_for("encoder", LinenHead(), (1, 3))
+    second = bridge_for("decoder", LinenHead(), (1, 3))  # an equal dataclass
+    assert first is not second
+    assert bridge_for("encoder", LinenHead(), (1, 3)) is first
+    assert bridge_for("decoder", LinenHead(), (1, 3)) is second
