@@ -405,6 +405,11 @@ class substitute(_ValueSetter):
     ``substitute_fn(site)`` (None keeps the site's own value). Substituted
     sample sites stay latent.
 
+    A ``mutable`` site receives a copy of the given value's containers
+    (dicts, lists: the leaves are shared), since models update their state
+    in place: the dicts in ``data`` are never written to, and the updated
+    state is the site's value in the trace.
+
     >>> import probnn
     >>> float(substitute(lambda: probnn.param("w", 1.0), data={"w": 2.0})())
     2.0
@@ -427,8 +432,16 @@ class substitute(_ValueSetter):
         if msg["type"] not in self.site_types:
             return
         value = self._value(msg)
-        if value is not None:
-            msg["value"] = value
+        if value is None:
+            return
+        if msg["type"] == "mutable":
+            value = _fresh_containers(value)
+        msg["value"] = value
+
+
+def _fresh_containers(tree):
+    """``tree`` rebuilt with new containers around the same leaves."""
+    return jax.tree.map(lambda leaf: leaf, tree)
 
 
 class condition(_ValueSetter):

@@ -4,12 +4,49 @@ Property tests run a fixed, derandomized set of examples, so that a CI run
 is reproducible: the same commit passes or fails the same way every time.
 ``HYPOTHESIS_PROFILE=explore pytest ...`` draws fresh random examples
 instead (as many per test as the test's own settings ask for).
+
+Tracer leaks: a test marked ``@pytest.mark.check_leaks`` (or a module with
+``pytestmark = pytest.mark.check_leaks``) runs under ``jax.checking_leaks()``,
+so a tracer that outlives its transformation (kept on an object, written into
+a caller's dict) fails the test where it leaks. ``pytest --check-leaks`` does
+the same for every test collected.
 """
 
 import os
 
+import jax
+import pytest
 from hypothesis import settings
 
 settings.register_profile("ci", derandomize=True, database=None)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--check-leaks",
+        action="store_true",
+        default=False,
+        help="run every test under jax.checking_leaks()",
+    )
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "check_leaks: run the test under jax.checking_leaks()"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _check_tracer_leaks(request):
+    """``jax.checking_leaks()`` around tests marked ``check_leaks`` (all tests
+    with ``--check-leaks``)."""
+    wanted = request.config.getoption("--check-leaks") or (
+        request.node.get_closest_marker("check_leaks") is not None
+    )
+    if not wanted:
+        yield
+        return
+    with jax.checking_leaks():
+        yield

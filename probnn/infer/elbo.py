@@ -32,34 +32,37 @@ from probnn.runtime import Message
 __all__ = ["ELBO", "RenyiELBO", "TraceEnum_ELBO", "TraceMeanField_ELBO", "Trace_ELBO"]
 
 
-def _fresh_state(param_map: dict) -> dict:
-    # Models update dict-valued state in place; give each run its own dicts
-    # so that the caller's SVIState is never mutated.
-    return {k: dict(v) if isinstance(v, dict) else v for k, v in param_map.items()}
+def _after_guide(param_map: dict, guide_trace) -> dict:
+    """What the model's sites are substituted with: ``param_map``, with the
+    state the guide updated in place of a ``mutable`` site both share (each
+    run updates its own copy: ``substitute`` never hands out the caller's
+    dicts, so the caller's SVIState is never mutated)."""
+    return {**param_map, **(mutable_state_of(guide_trace) or {})}
 
 
 def get_traces(rng_key, param_map: dict, model, guide, args, kwargs):
     """Run the guide, then the model replayed against the guide's draws,
     both with ``param_map`` substituted; returns ``(model_trace, guide_trace)``."""
     guide_key, model_key = jax.random.split(rng_key)
-    data = _fresh_state(param_map)
     # seed outermost: sites whose value is substituted or replayed draw no key
-    guide_trace = trace(seed(substitute(guide, data=data), guide_key)).get_trace(
+    guide_trace = trace(seed(substitute(guide, data=param_map), guide_key)).get_trace(
         *args, **kwargs
     )
+    data = _after_guide(param_map, guide_trace)
     replayed = replay(substitute(model, data=data), trace=guide_trace)
     model_trace = trace(seed(replayed, model_key)).get_trace(*args, **kwargs)
     return model_trace, guide_trace
 
 
 def mutable_state_of(*traces) -> dict | None:
-    """Values of the ``mutable`` sites of the traces (None when there are none)."""
-    state = {
-        name: site["value"]
-        for tr in traces
-        for name, site in tr.items()
-        if site["type"] == "mutable"
-    }
+    """Values of the ``mutable`` sites of the traces (None when there are
+    none); a site in several traces takes its value from the first (the
+    model's trace, run after the guide's, holds both runs' updates)."""
+    state = {}
+    for tr in traces:
+        for name, site in tr.items():
+            if site["type"] == "mutable":
+                state.setdefault(name, site["value"])
     return state or None
 
 
@@ -389,19 +392,19 @@ class TraceEnum_ELBO(ELBO):
         nesting = self.max_plate_nesting
         if nesting is None:
             nesting = enumeration.max_plate_nesting(
-                substitute(model, data=_fresh_state(param_map)), args, kwargs
+                substitute(model, data=param_map), args, kwargs
             )
-        data = _fresh_state(param_map)
         # the guide's enumerated sites take the dims next to the plates, the
         # model's own enumerated sites the ones left of those
         guide_enum = enumeration.guide_enum(
-            substitute(guide, data=data), first_available_dim=-nesting - 1
+            substitute(guide, data=param_map), first_available_dim=-nesting - 1
         )
         guide_trace = trace(seed(guide_enum, guide_key)).get_trace(*args, **kwargs)
         enumerated_guide = any(
             site["type"] == "sample" and "_enumerate_dim" in site["infer"]
             for site in guide_trace.values()
         )
+        data = _after_guide(param_map, guide_trace)
         replayed = replay(substitute(model, data=data), trace=guide_trace)
         first_model_dim = guide_enum.next_dim if enumerated_guide else -nesting - 1
         enumerated = enum(replayed, first_available_dim=first_model_dim)

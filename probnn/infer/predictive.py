@@ -18,8 +18,43 @@ import jax
 import jax.numpy as jnp
 
 from probnn.handlers import config_enumerate, seed, substitute, trace
+from probnn.runtime import Message, Messenger
 
 __all__ = ["Predictive", "log_likelihood"]
+
+
+class _require_state(Messenger):
+    """Raise at a ``mutable`` site that ``params`` leaves out.
+
+    ``params`` holds trained values (from SVI, which carries the mutable
+    state beside them); a site they lack would run with its freshly
+    initialised state, e.g. a network's initial BatchNorm statistics
+    beside its trained weights.
+    """
+
+    def __init__(self, fn, params: dict):
+        self.params = params
+        super().__init__(fn)
+
+    def process_message(self, msg: Message) -> None:
+        name = msg["name"]
+        if msg["type"] != "mutable" or name in self.params:
+            return
+        module = name[: -len("$state")] if name.endswith("$state") else None
+        what = (
+            f"the non-parameter state (e.g. BatchNorm statistics) of module {module!r}"
+            if module
+            else "state"
+        )
+        raise ValueError(
+            f"Predictive: params have no value for the mutable site {name!r}, "
+            f"{what}, so the model would run with its freshly initialised "
+            "state beside the trained params. Pass the state trained with them: "
+            "Predictive(..., params={**result.params, "
+            "**result.state.mutable_state}) after svi.run (or {**svi.get_params"
+            "(state), **state.mutable_state}); to use the initial state on "
+            f"purpose, pass params={{..., {name!r}: None}}"
+        )
 
 
 def _check_batch_ndims(batch_ndims, where: str) -> None:
@@ -190,6 +225,15 @@ class Predictive:
         params: values of param sites, substituted into the guide and the
             model (e.g. ``SVI.get_params(state)``). With ``guide`` and
             ``batch_ndims=1``, their leading dim is a batch of parameter sets.
+            Trained params need the mutable state trained with them (a
+            network's BatchNorm statistics, the site ``name$state`` of
+            ``probnn.module``): pass ``params={**result.params,
+            **result.state.mutable_state}``. Where ``params`` are given, a
+            ``mutable`` site of the model or guide that they leave out is a
+            ValueError naming the site, rather than a run with freshly
+            initialised state; ``params={..., "net$state": None}`` asks for
+            the initial state explicitly. The dicts passed are never
+            written to (the model updates copies of the state).
         num_samples: number of draws; must equal the number of samples when
             ``posterior_samples`` is given.
         return_sites: names of the sites to return; by default, the sample
@@ -297,7 +341,7 @@ class Predictive:
         self.model = model
         self.posterior_samples = posterior_samples
         self.guide = guide
-        self.params = {} if params is None else params
+        self.params = {} if params is None else dict(params)
         self.num_samples = num_samples
         self.return_sites = return_sites
         self.infer_discrete = infer_discrete
@@ -307,11 +351,14 @@ class Predictive:
         self._batch_shape = batch_shape
 
     def _call_with_params(self, rng_key, params: dict, args: tuple, kwargs: dict):
-        model = substitute(self.model, data=params) if params else self.model
+        model, guide = self.model, self.guide
+        if params:
+            model = _require_state(substitute(model, data=params), params)
+            if guide is not None:
+                guide = _require_state(substitute(guide, data=params), params)
         samples, user_samples = self.posterior_samples, True
-        if self.guide is not None:
+        if guide is not None:
             rng_key, guide_key = jax.random.split(rng_key)
-            guide = substitute(self.guide, data=params) if params else self.guide
             samples = _predict(
                 guide_key,
                 guide,

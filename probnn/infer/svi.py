@@ -370,6 +370,36 @@ def _init_keys(rng_key):
     return tuple(jax.random.split(rng_key, 3))
 
 
+def _has_tracer(tree) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
+
+
+def _inside_staged_trace() -> bool:
+    """Whether this runs while ``jax.jit``, ``lax.scan`` or another staging
+    transformation traces a program (there every new array is a tracer),
+    where a nested jit may not take ``compiler_options``; ``vmap`` and
+    ``grad`` alone do not stage."""
+    return isinstance(jnp.zeros(()), jax.core.Tracer)
+
+
+def _without_traced_leaves(tree):
+    """``tree`` with its tracer leaves replaced by None, and those leaves."""
+    leaves, treedef = jax.tree.flatten(tree)
+    traced = [leaf for leaf in leaves if isinstance(leaf, jax.core.Tracer)]
+    kept = [None if isinstance(leaf, jax.core.Tracer) else leaf for leaf in leaves]
+    return (treedef, kept), traced
+
+
+def _with_leaves(skeleton, traced):
+    """The tree :func:`_without_traced_leaves` took apart, its None leaves
+    filled from ``traced`` in order."""
+    treedef, kept = skeleton
+    values = iter(traced)
+    return jax.tree.unflatten(
+        treedef, [next(values) if leaf is None else leaf for leaf in kept]
+    )
+
+
 def _autoguide_in(guide):
     """The autoguide that ``guide`` is or wraps (through handlers such as
     ``scale`` or ``shard_subsample``), or None."""
@@ -454,6 +484,18 @@ class SVI:
     def init(self, rng_key, *args, init_params: dict | None = None, **kwargs):
         """Run model and guide once to find their param sites and initial state.
 
+        It may be called inside ``jax.jit``, ``jax.vmap`` (e.g. over keys:
+        ``jax.vmap(lambda k: svi.init(k, x))(keys)``) and ``lax.scan``, and
+        so may :meth:`update`, :meth:`stable_update`, :meth:`evaluate` and
+        :meth:`get_params`: a training function can initialise and then scan
+        the steps under one ``jit``. What ``init`` keeps on the SVI object
+        for later calls must not depend on traced values, so there a param's
+        ``constraint`` bounds must be concrete (Python numbers or NumPy
+        arrays, not ``jnp`` arrays made inside the jitted function), and an
+        autoguide must have made its prototype run (``svi.init`` once
+        outside) unless key and arguments are concrete; otherwise a
+        ValueError says which.
+
         Args:
             rng_key: key for initialisation and for the steps that follow.
             *args: positional arguments of model and guide.
@@ -466,44 +508,94 @@ class SVI:
         """
         kwargs = {**kwargs, **self.static_kwargs}
         init_params = dict(init_params or {})
+        staged = _inside_staged_trace()
         autoguide = _autoguide_in(self.guide)
         if autoguide is not None and autoguide.prototype_trace is None:
             # an autoguide keeps concrete initial values from a first run of
             # the model: that run is eager
-            with seed(rng_seed=_init_keys(rng_key)[2]):
-                autoguide._setup_prototype(*args, **kwargs)
-        dynamic, static_part = _split_static((args, kwargs, init_params))
-        try:
-            compiled, found = self._initializers[static_part]
-        except (KeyError, TypeError):
-            compiled, found = self._initializer(static_part)
-        try:
+            self._setup_autoguide(autoguide, rng_key, args, kwargs)
+        transforms = None
+        if not staged:
             # one compiled run costs less than running every operation of
             # model and guide eagerly (each compiled on its own); it is kept,
-            # so a later init with arguments of the same structure reuses it
-            params, opt_state, mutable_state, rng_key = compiled(rng_key, dynamic)
-        except (
-            jax.errors.ConcretizationTypeError,
-            jax.errors.TracerArrayConversionError,
-            jax.errors.TracerIntegerConversionError,
-        ):
-            # model or guide needs concrete values at initialisation
-            rng_key, model_key, guide_key = _init_keys(rng_key)
-            params, mutable_state, found["transforms"] = self._initial_values(
+            # so a later init with arguments of the same structure reuses it.
+            # Inside the caller's jit (or scan) the run is part of the
+            # caller's program instead.
+            dynamic, static_part = _split_static((args, kwargs, init_params))
+            try:
+                compiled, found = self._initializers[static_part]
+            except (KeyError, TypeError):
+                compiled, found = self._initializer(static_part)
+            try:
+                params, opt_state, mutable_state, next_key, traced = compiled(
+                    rng_key, dynamic
+                )
+                transforms = _with_leaves(found["transforms"], traced)
+            except (
+                jax.errors.ConcretizationTypeError,
+                jax.errors.TracerArrayConversionError,
+                jax.errors.TracerIntegerConversionError,
+            ):
+                pass  # model or guide needs concrete values at initialisation
+        if transforms is None or _has_tracer(transforms):
+            # eager, or traced by the caller's transformation; under vmap a
+            # bijection with array bounds comes out of the compiled run
+            # batched, while the model's own constants stay concrete here
+            next_key, model_key, guide_key = _init_keys(rng_key)
+            params, mutable_state, transforms = self._initial_values(
                 model_key, guide_key, args, kwargs, init_params
             )
             params, mutable_state = _strongly_typed((params, mutable_state))
             opt_state = self.optim.init(params)
-        self._transforms = found["transforms"]
+        self._check_untraced(transforms)
+        self._transforms = transforms
         packed = pack(params)
         if is_packed(packed):
             params, opt_state = packed, pack_like(opt_state, params)
-        return SVIState((params, opt_state), mutable_state or None, rng_key)
+        return SVIState((params, opt_state), mutable_state or None, next_key)
+
+    def _setup_autoguide(self, autoguide, rng_key, args, kwargs) -> None:
+        """Run ``autoguide``'s prototype run, which it keeps (the model's
+        structure and the latent sites' initial values), outside any
+        transformation: with traced inputs (the caller's jit or vmap) its
+        values would be tracers of that trace, kept on the guide after it
+        ends."""
+        if _has_tracer((rng_key, args, kwargs)):
+            raise ValueError(
+                f"SVI.init: the autoguide {type(autoguide).__name__} keeps the "
+                "values of a first (prototype) run of the model, which must be "
+                "concrete, but this init runs inside jax.jit, jax.vmap or "
+                "lax.scan with traced arguments (key or data); set the guide "
+                "up once outside the transformation first, with concrete "
+                "arguments: svi.init(rng_key, *args) (or "
+                "probnn.handlers.seed(guide, rng_key)(*args))"
+            )
+        # inside the caller's jit, concrete inputs give concrete values
+        with jax.ensure_compile_time_eval(), seed(rng_seed=_init_keys(rng_key)[2]):
+            autoguide._setup_prototype(*args, **kwargs)
+
+    @staticmethod
+    def _check_untraced(transforms: dict) -> None:
+        """Raise unless the params' bijections are free of tracers: they are
+        kept on the SVI object for every later step and :meth:`get_params`,
+        so they cannot depend on values traced by the caller's jit or vmap."""
+        traced = sorted(name for name, t in transforms.items() if _has_tracer(t))
+        if traced:
+            raise ValueError(
+                f"SVI.init: the constraints of param sites {traced} depend on "
+                "values traced by the enclosing jax.jit / jax.vmap / lax.scan "
+                "(e.g. bounds computed with jnp inside the model or passed as "
+                "traced arguments); SVI keeps each param's bijection for later "
+                "steps, so its bounds must be concrete: give them as Python "
+                "numbers or NumPy arrays, or call svi.init outside the "
+                "transformation"
+            )
 
     def _initializer(self, static_part):
         """A jitted ``(rng_key, dynamic_args) -> (params, opt_state,
-        mutable_state, next rng_key)`` and the dict that receives the params'
-        transforms when it is traced."""
+        mutable_state, next rng_key, traced leaves of the transforms)`` and
+        the dict that receives the params' transforms (their traced leaves
+        left as None) when it is traced."""
         found = {}
 
         # it runs once: XLA's optimisation passes would cost more compile
@@ -513,11 +605,14 @@ class SVI:
         def initial_values(rng_key, dynamic):
             call_args, call_kwargs, values = _join_static(dynamic, static_part)
             rng_key, model_key, guide_key = _init_keys(rng_key)
-            params, mutable_state, found["transforms"] = self._initial_values(
+            params, mutable_state, transforms = self._initial_values(
                 model_key, guide_key, call_args, call_kwargs, values
             )
+            # a bijection's bounds computed by jnp in the model are tracers
+            # here: they leave as outputs, so no tracer outlives the trace
+            found["transforms"], traced = _without_traced_leaves(transforms)
             params, mutable_state = _strongly_typed((params, mutable_state))
-            return params, self.optim.init(params), mutable_state, rng_key
+            return params, self.optim.init(params), mutable_state, rng_key, traced
 
         try:
             self._initializers[static_part] = (initial_values, found)
@@ -531,17 +626,20 @@ class SVI:
         guide_trace = trace(
             substitute(seed(self.guide, guide_key), data=init_params)
         ).get_trace(*args, **kwargs)
-        guide_params = {
-            name: site["value"]
-            for name, site in guide_trace.items()
-            if site["type"] == "param"
+        guide_values = {
+            kind: {
+                name: site["value"]
+                for name, site in guide_trace.items()
+                if site["type"] == kind
+            }
+            for kind in ("param", "mutable")
         }
+        # as in every step, the model continues from the state the guide
+        # updated where both have a mutable site
+        data = {**guide_values["param"], **init_params, **guide_values["mutable"]}
         model_trace = trace(
             replay(
-                substitute(
-                    seed(self.model, model_key), data={**guide_params, **init_params}
-                ),
-                trace=guide_trace,
+                substitute(seed(self.model, model_key), data=data), trace=guide_trace
             )
         ).get_trace(*args, **kwargs)
         check_model_guide_match(model_trace, guide_trace)
