@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from probnn.nn._bridge import Bridge
+from probnn.nn.eqx import is_equinox
 from probnn.nn.stax import StaxBridge, is_stax
 from probnn.primitives import (
     _check_name,
@@ -42,6 +43,10 @@ _BRIDGES_BY_ID: dict = {}
 def _make_bridge(name, nn, input_shape, args, kwargs) -> Bridge:
     if is_stax(nn):
         return StaxBridge(name, nn, input_shape, args, kwargs)
+    if is_equinox(nn):
+        from probnn.nn.eqx import EqxBridge
+
+        return EqxBridge(name, nn, input_shape, args, kwargs)
     import flax.linen
     import flax.nnx
 
@@ -58,7 +63,8 @@ def _make_bridge(name, nn, input_shape, args, kwargs) -> Bridge:
         return NNXBridge(name, nn, input_shape, args, kwargs)
     raise TypeError(
         f"module {name!r}: expected a stax (init_fn, apply_fn) pair, a "
-        f"flax.linen.Module or a flax.nnx.Module, got {type(nn).__name__}"
+        f"flax.linen.Module, a flax.nnx.Module or an equinox.Module, got "
+        f"{type(nn).__name__}"
     )
 
 
@@ -221,9 +227,11 @@ def module(name: str, nn, input_shape=None, *args, members=None, **kwargs) -> Ca
     Args:
         name: name of the module.
         nn: a stax ``(init_fn, apply_fn)`` pair, a ``flax.linen.Module``, an
-            eager ``flax.nnx.Module`` instance, or a function ``rngs -> NNX
+            eager ``flax.nnx.Module`` instance, a function ``rngs -> NNX
             module`` (defined anywhere; with ``members=`` each member is
-            built from its own key).
+            built from its own key), or an ``equinox.Module`` (calls that
+            need a key pass ``key=True``; stateful Equinox layers go through
+            ``probnn.contrib.module.eqx_module``).
         input_shape: input shape used to initialise stax and Linen networks.
         *args: example inputs for initialisation (Linen), in place of
             ``input_shape``.
@@ -262,10 +270,10 @@ def module(name: str, nn, input_shape=None, *args, members=None, **kwargs) -> Ca
     shape = _member_shape(_member_plates(name, members))
     if shape and getattr(bridge, "factory", False) is None:
         raise ValueError(
-            f"module {name!r}: an eager flax.nnx.Module has one set of initial "
-            f"parameters, so the members of {members!r} would all start equal; "
-            "pass a function rngs -> module (e.g. lambda rngs: MLP(rngs=rngs)) "
-            "so that each member is initialised from its own key"
+            f"module {name!r}: an eager {bridge.kind} module has one set of "
+            f"initial parameters, so the members of {members!r} would all start "
+            "equal; for NNX pass a function rngs -> module (e.g. lambda rngs: "
+            "MLP(rngs=rngs)) so that each member is initialised from its own key"
         )
     initial = {}
 
