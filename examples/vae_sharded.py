@@ -151,7 +151,7 @@ def main(argv=None):
     # out replicated (PartitionSpec()) on every device
     state = svi.init(jax.random.PRNGKey(args.seed), first)
     update = jax.jit(svi.update, donate_argnums=0)
-    params_spec = jax.tree.leaves(state.optim_state[0])[0].sharding.spec
+    params_spec = jax.tree.leaves(state.optim_state[1][0])[0].sharding.spec
     print(f"params placed with {params_spec} (replicated)")
 
     start = time.perf_counter()

@@ -10,7 +10,11 @@ update). An instance serves two interfaces:
 * optax's, through :meth:`as_optax`: :class:`probnn.infer.SVI` accepts
   these objects and optimises with the transformation they stand for, so
   ``SVI(model, guide, probnn.optim.Adam(1e-3), Trace_ELBO())`` works as in
-  NumPyro (SVI keeps optax's state layout in ``SVIState.optim_state``).
+  NumPyro. ``SVIState.optim_state`` then has the layout of this class's
+  own state, ``(step, (params, optax state))``, as with an optax optimiser
+  in both libraries (NumPyro's own classes keep a
+  ``jax.example_libraries`` ``OptimizerState`` in place of ``(params,
+  optax state)``).
 
 >>> import jax, jax.numpy as jnp
 >>> opt = Adam(0.1)

@@ -318,13 +318,14 @@ def specs(tree):
     ]
 
 
-params, (adam, _) = sharded.state.optim_state
+step, (params, (adam, _)) = sharded.state.optim_state
 # mlp$params: hidden bias and kernel, out bias and kernel; then noise
 result["params"] = specs(params)
 result["mu"] = specs(adam.mu)
 result["nu"] = specs(adam.nu)
 result["count"] = specs(adam.count)
-result["update_params"] = specs(stepped.optim_state[0])
+result["step"] = specs(step)
+result["update_params"] = specs(stepped.optim_state[1][0])
 kernel = params["mlp$params"]["hidden"]["kernel"]
 result["shard_shapes"] = [list(s.data.shape) for s in kernel.addressable_shards]
 """
@@ -343,7 +344,7 @@ def test_nnx_partitioning_metadata_shards_params_and_optimiser_state():
     expected = [["model"], ["None", "model"], [], ["model"], []]
     assert result["params"] == result["mu"] == result["nu"] == expected
     assert result["update_params"] == expected
-    assert result["count"] == [[]]
+    assert result["count"] == result["step"] == [[]]
     # the 4 x 32 kernel split in two along its columns, on each of 4 devices
     assert result["shard_shapes"] == [[4, 16]] * DEVICES
 
@@ -431,7 +432,7 @@ sharded, sharded_losses = train(x_sharded)
 result["losses"] = [single_losses[0], single_losses[-1]]
 result["loss_diff"] = float(np.max(np.abs(np.subtract(single_losses, sharded_losses))))
 result["params_diff"] = max_abs_diff(
-    single[-1].optim_state[0], sharded[-1].optim_state[0]
+    single[-1].optim_state[1][0], sharded[-1].optim_state[1][0]
 )
 result["stats_diff"] = max_abs_diff(single[-1].mutable_state, sharded[-1].mutable_state)
 result["stats_moved"] = max_abs_diff(single[0].mutable_state, single[-1].mutable_state)

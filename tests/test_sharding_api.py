@@ -162,10 +162,10 @@ def test_shard_state_places_params_and_their_optimiser_moments():
     mesh = Mesh(np.array(jax.devices()[:1]), ("model",))
     by_model = NamedSharding(mesh, PartitionSpec("model"))
     placed = shard_state(state, {"loc": by_model})
-    params, (adam, _) = placed.optim_state
+    step, (params, (adam, _)) = placed.optim_state
     assert params["loc"].sharding == adam.mu["loc"].sharding == by_model
     assert adam.nu["loc"].sharding == by_model
-    for leaf in (params["scale"], adam.count, placed.rng_key):
+    for leaf in (params["scale"], adam.count, step, placed.rng_key):
         assert leaf.sharding.spec == PartitionSpec()
     # the values are untouched, and a step runs on the placed state
     jax.tree.map(np.testing.assert_array_equal, placed, state)

@@ -33,13 +33,16 @@ class SVIState(NamedTuple):
     saved with ``flax.serialization`` and passed through ``jit``.
 
     Attributes:
-        optim_state: ``(params, opt_state)``: the param sites' unconstrained
-            values and the optax optimiser's state. Where four or more
-            params are small arrays of one shape and dtype (a model with
-            many scalar sites), ``params`` and the optimiser's dicts laid out
-            like it are ``PackedDict`` mappings, which store those leaves as
-            rows of one array and read like the dict: ``params[name]``,
-            ``params.items()``, ``dict(params)``.
+        optim_state: ``(step, (params, opt_state))``, NumPyro's layout: the
+            number of optimiser updates made (an int32 scalar, 0 after
+            :meth:`SVI.init`), the param sites' unconstrained values (a dict
+            by site name) and the optax optimiser's state. Where four or
+            more params are small arrays of one shape and dtype (a model
+            with many scalar sites), ``params`` and the optimiser's dicts
+            laid out like it are ``PackedDict`` mappings, which store those
+            leaves as rows of one array and read like the dict:
+            ``params[name]``, ``params.items()``, ``dict(params)``; to edit
+            a param, put ``{**params, name: value}`` back in the state.
         mutable_state: values of ``mutable`` sites (e.g. BatchNorm
             statistics), or None when the model and guide have none.
         rng_key: key of the next step.
@@ -297,8 +300,7 @@ def shard_state(state: SVIState, shardings: dict, mesh=None) -> SVIState:
     Returns:
         The placed state.
     """
-    state = SVIState(unpack(state.optim_state), state.mutable_state, state.rng_key)
-    params, opt_state = state.optim_state
+    step, (params, opt_state) = unpack(state.optim_state)
     if not isinstance(shardings, dict):
         raise TypeError(
             "shard_state: shardings must be a dict from param site name to "
@@ -356,7 +358,7 @@ def shard_state(state: SVIState, shardings: dict, mesh=None) -> SVIState:
 
     opt_state = jax.tree.map(place, opt_state, is_leaf=like_params)
     return SVIState(
-        (place(params), opt_state),
+        (jax.device_put(step, replicated), (place(params), opt_state)),
         jax.device_put(state.mutable_state, replicated),
         jax.device_put(state.rng_key, replicated),
     )
@@ -552,7 +554,8 @@ class SVI:
         packed = pack(params)
         if is_packed(packed):
             params, opt_state = packed, pack_like(opt_state, params)
-        return SVIState((params, opt_state), mutable_state or None, next_key)
+        step = jnp.zeros((), jnp.int32)  # updates made so far, as in NumPyro
+        return SVIState((step, (params, opt_state)), mutable_state or None, next_key)
 
     def _setup_autoguide(self, autoguide, rng_key, args, kwargs) -> None:
         """Run ``autoguide``'s prototype run, which it keeps (the model's
@@ -678,7 +681,7 @@ class SVI:
     def get_params(self, svi_state: SVIState) -> dict:
         """Constrained values of every param site."""
         self._require_init()
-        return transform_fn(self._transforms, svi_state.optim_state[0])
+        return transform_fn(self._transforms, svi_state.optim_state[1][0])
 
     # -- steps ----------------------------------------------------------------
 
@@ -699,7 +702,7 @@ class SVI:
     def _step(self, svi_state, args, kwargs, forward_mode_differentiation):
         self._require_init()
         rng_key, step_key = jax.random.split(svi_state.rng_key)
-        params, opt_state = svi_state.optim_state
+        step, (params, opt_state) = svi_state.optim_state
         loss_fn = self._loss_fn(svi_state, step_key, args, kwargs)
         if forward_mode_differentiation:
             (loss, mutable), _ = loss_fn(params), None
@@ -710,7 +713,7 @@ class SVI:
         params = optax.apply_updates(params, updates)
         if mutable is None:
             mutable = svi_state.mutable_state
-        return SVIState((params, opt_state), mutable, rng_key), loss, grads
+        return SVIState((step + 1, (params, opt_state)), mutable, rng_key), loss, grads
 
     def _plain_update(self, svi_state, args, kwargs, forward_mode, stable):
         """One step on a state whose dicts are plain."""
@@ -741,8 +744,9 @@ class SVI:
         forward_mode_differentiation: bool = False,
         **kwargs,
     ):
-        """One optimisation step; returns ``(new_state, loss)``. Wrap it in
-        ``jax.jit`` for speed (``run`` does)."""
+        """One optimisation step; returns ``(new_state, loss)``, the step
+        count of ``new_state.optim_state`` one higher. Wrap it in ``jax.jit``
+        for speed (``run`` does)."""
         return self._update(
             svi_state, args, kwargs, forward_mode_differentiation, stable=False
         )
@@ -755,9 +759,10 @@ class SVI:
         **kwargs,
     ):
         """Like :meth:`update`, but a step whose loss or gradient is not finite
-        leaves params, optimiser and mutable state unchanged (the key still
-        advances). The returned loss is the step's, so a non-finite value
-        reports the skipped step."""
+        leaves params, optimiser and mutable state unchanged, the step count
+        of ``optim_state`` included, as in NumPyro (the key still advances).
+        The returned loss is the step's, so a non-finite value reports the
+        skipped step."""
         return self._update(
             svi_state, args, kwargs, forward_mode_differentiation, stable=True
         )
@@ -766,7 +771,7 @@ class SVI:
         """The loss at the current params, without a step."""
         self._require_init()
         _, step_key = jax.random.split(svi_state.rng_key)
-        params = svi_state.optim_state[0]
+        params = svi_state.optim_state[1][0]
         return self._loss_fn(svi_state, step_key, args, kwargs)(params)[0]
 
     # -- the training loop ----------------------------------------------------

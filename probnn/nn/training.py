@@ -224,7 +224,7 @@ class ELBOModule(nnx.Module):
             model, guide, optax.identity(), Trace_ELBO() if loss is None else loss
         )
         svi_state = svi.init(rngs.params(), *args, init_params=init_params, **kwargs)
-        params = svi_state.optim_state[0]
+        params = svi_state.optim_state[1][0]
         mutable_state = svi_state.mutable_state or {}
         _check_site_names(params, "param")
         _check_site_names(mutable_state, "mutable")
@@ -274,7 +274,7 @@ class ELBOModule(nnx.Module):
         plain dict for ``Predictive`` or ``autoguide.median``."""
         # SVI.get_params reads only the params of optim_state; going through
         # it keeps one code path for the constraints.
-        state = SVIState((self.unconstrained_params(), None), None, None)
+        state = SVIState((None, (self.unconstrained_params(), None)), None, None)
         return self._layout.svi.get_params(state)
 
     get_params = params

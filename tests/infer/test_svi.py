@@ -61,7 +61,7 @@ def test_normal_normal_posterior(loss):
 def test_constrained_param_is_optimised_in_unconstrained_space():
     svi = SVI(model, guide, optax.adam(0.01), Trace_ELBO())
     state = svi.init(jax.random.PRNGKey(0), Y)
-    raw = state.optim_state[0]
+    raw = state.optim_state[1][0]
     assert float(raw["scale"]) == pytest.approx(0.0, abs=1e-7)  # log(1)
     assert float(svi.get_params(state)["scale"]) == pytest.approx(1.0)
     # large steps move the unconstrained value; the scale stays positive
@@ -69,7 +69,7 @@ def test_constrained_param_is_optimised_in_unconstrained_space():
     state = big.init(jax.random.PRNGKey(0), Y)
     for _ in range(3):
         state, _ = jax.jit(big.update)(state, Y)
-    raw = float(state.optim_state[0]["scale"])
+    raw = float(state.optim_state[1][0]["scale"])
     assert raw != 0.0
     assert float(big.get_params(state)["scale"]) == pytest.approx(math.exp(raw))
 
@@ -135,7 +135,7 @@ def test_checkpoint_round_trip_continues_bit_for_bit(tmp_path, packed):
     template = svi.init(jax.random.PRNGKey(0), Y)
     restored = flax.serialization.from_bytes(template, path.read_bytes())
     assert isinstance(restored, SVIState)
-    assert isinstance(restored.optim_state[0], PackedDict) == packed
+    assert isinstance(restored.optim_state[1][0], PackedDict) == packed
     second = svi.run(
         jax.random.PRNGKey(0), 35, Y, progress_bar=False, init_state=restored
     )
@@ -206,8 +206,8 @@ def test_evaluate_and_forward_mode_differentiation():
     forward, _ = svi.update(state, Y, forward_mode_differentiation=True)
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5),
-        reverse.optim_state[0],
-        forward.optim_state[0],
+        reverse.optim_state[1][0],
+        forward.optim_state[1][0],
     )
 
 
@@ -247,6 +247,150 @@ def test_static_kwargs_reach_model_and_guide():
     )
     result = svi.run(jax.random.PRNGKey(0), 10, Y, progress_bar=False)
     assert result.losses.shape == (10,)
+
+
+# -- NumPyro's optim_state layout: (step, (params, optimiser state)) ----------
+
+
+def numpyro_init_layout(optimizer):
+    """Shapes and dtypes of NumPyro's ``optim_state`` for the model and guide
+    above, or None when NumPyro is not installed."""
+    try:
+        import numpyro
+        import numpyro.distributions as ndist
+        from numpyro.infer import SVI as NumPyroSVI
+        from numpyro.infer import Trace_ELBO as NumPyroELBO
+    except ImportError:
+        return None
+
+    def np_model(y):
+        mu = numpyro.sample("mu", ndist.Normal(0.0, PRIOR_SCALE))
+        with numpyro.plate("N", y.shape[0]):
+            numpyro.sample("y", ndist.Normal(mu, NOISE), obs=y)
+
+    def np_guide(y):
+        loc = numpyro.param("loc", 0.0)
+        scale = numpyro.param("scale", 1.0, constraint=ndist.constraints.positive)
+        numpyro.sample("mu", ndist.Normal(loc, scale))
+
+    svi = NumPyroSVI(np_model, np_guide, optimizer, NumPyroELBO())
+    return layout_of(svi.init(jax.random.PRNGKey(0), Y).optim_state)
+
+
+def layout_of(tree):
+    """Tree structure and each leaf's (shape, dtype)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, [(jnp.shape(x), jnp.result_type(x)) for x in leaves]
+
+
+def test_optim_state_is_step_then_params_and_optax_state():
+    optimizer = optax.adam(0.05)
+    svi = SVI(model, guide, optimizer, Trace_ELBO())
+    state = svi.init(jax.random.PRNGKey(0), Y)
+    step, (params, adam_state) = state.optim_state
+    assert step.shape == () and step.dtype == jnp.int32 and int(step) == 0
+    assert type(params) is dict and sorted(params) == ["loc", "scale"]
+    # the documented layout: an int32 count, the params, optax's own state
+    zeros = {"loc": jnp.zeros(()), "scale": jnp.zeros(())}
+    documented = (jnp.zeros((), jnp.int32), (zeros, optimizer.init(zeros)))
+    assert layout_of(state.optim_state) == layout_of(documented)
+    # and NumPyro's own, for the same program with an optax optimiser
+    expected = numpyro_init_layout(optax.adam(0.05))
+    if expected is not None:
+        assert layout_of(state.optim_state) == expected
+
+
+def test_step_count_advances_under_update_stable_update_and_run():
+    svi = SVI(model, guide, optax.adam(0.05), Trace_ELBO())
+    state = svi.init(jax.random.PRNGKey(0), Y)
+    update = jax.jit(svi.update)
+    for expected in (1, 2, 3):
+        state, _ = update(state, Y)
+        assert int(state.optim_state[0]) == expected
+    state, _ = jax.jit(svi.stable_update)(state, Y)
+    assert int(state.optim_state[0]) == 4
+    assert state.optim_state[0].dtype == jnp.int32
+    # a skipped step keeps the count with the rest of the optimiser state
+    skipped, _ = svi.stable_update(state, Y.at[0].set(jnp.nan))
+    assert int(skipped.optim_state[0]) == 4
+
+    result = svi.run(jax.random.PRNGKey(0), 7, Y, progress_bar=False)
+    assert int(result.state.optim_state[0]) == 7
+    more = svi.run(
+        jax.random.PRNGKey(0), 5, Y, progress_bar=False, init_state=result.state
+    )
+    assert int(more.state.optim_state[0]) == 12
+    assert more.state.optim_state[0].dtype == jnp.int32
+
+
+def edited(state, name, value):
+    """``state`` with the unconstrained param ``name`` replaced, the way a
+    NumPyro program edits it."""
+    step, (params, opt_state) = state.optim_state
+    params = {**params, name: value}
+    return SVIState((step, (params, opt_state)), state.mutable_state, state.rng_key)
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["plain", "packed"])
+def test_params_edited_through_optim_state_are_trained_from(packed):
+    if packed:  # six scalar sites: the state holds PackedDicts
+        svi = SVI(
+            many_scalar_sites,
+            AutoDelta(many_scalar_sites),
+            optax.adam(0.05),
+            Trace_ELBO(),
+        )
+        name = "z2_auto_loc"
+    else:
+        svi = SVI(model, guide, optax.adam(0.05), Trace_ELBO())
+        name = "loc"
+    new = jnp.array(4.0)
+    state = svi.init(jax.random.PRNGKey(0), Y)
+    assert isinstance(state.optim_state[1][0], PackedDict) == packed
+    state = edited(state, name, new)
+    assert float(svi.get_params(state)[name]) == 4.0
+
+    # training continues from the edited value, exactly as from a state
+    # initialised with it
+    reference = svi.init(jax.random.PRNGKey(0), Y, init_params={name: new})
+    update = jax.jit(svi.update)
+    untouched = svi.init(jax.random.PRNGKey(0), Y)
+    for _ in range(5):
+        state, loss = update(state, Y)
+        reference, reference_loss = update(reference, Y)
+        untouched, untouched_loss = update(untouched, Y)
+        np.testing.assert_allclose(loss, reference_loss, rtol=1e-6)
+        assert float(loss) != float(untouched_loss)
+    value = float(svi.get_params(state)[name])
+    assert value == pytest.approx(float(svi.get_params(reference)[name]), rel=1e-6)
+    assert 3.0 < value < 4.0  # moved from the edited value, towards the data
+    assert int(state.optim_state[0]) == 5
+
+
+def test_numpyro_style_optimiser_gives_the_same_layout():
+    import probnn.optim
+
+    svi = SVI(model, guide, probnn.optim.Adam(0.05), Trace_ELBO())
+    state = svi.init(jax.random.PRNGKey(0), Y)
+    step, (params, adam_state) = state.optim_state
+    assert int(step) == 0 and type(params) is dict
+    # as with optax.adam, and as the optimiser's own NumPyro-style state
+    optax_state = SVI(model, guide, optax.adam(0.05), Trace_ELBO()).init(
+        jax.random.PRNGKey(0), Y
+    )
+    assert layout_of(state.optim_state) == layout_of(optax_state.optim_state)
+    own = probnn.optim.Adam(0.05).init(params)
+    assert layout_of(state.optim_state) == layout_of(own)
+    state, _ = jax.jit(svi.update)(state, Y)
+    assert int(state.optim_state[0]) == 1
+    # NumPyro's numpyro.optim.Adam keeps the same int32 step first (its
+    # second part is a jax.example_libraries OptimizerState)
+    try:
+        import numpyro.optim
+    except ImportError:
+        return
+    numpyro_step = numpyro.optim.Adam(0.05).init(params)[0]
+    assert layout_of(step) == layout_of(numpyro_step)
 
 
 # -- bad input ----------------------------------------------------------------

@@ -184,7 +184,7 @@ def test_autoguide_with_packed_params_inside_jit_and_vmap():
 
     state, losses = train(key, y)
     ref_state, ref_losses = steps_at_top_level(svi, key, 15, y)
-    assert type(state.optim_state[0]).__name__ == "PackedDict"
+    assert type(state.optim_state[1][0]).__name__ == "PackedDict"
     assert_trees_close(losses, ref_losses)
     assert_trees_close(svi.get_params(state), svi.get_params(ref_state))
 

@@ -260,7 +260,7 @@ def steps(svi, state, count, stable=False):
 def test_vectorized_steps_match_plain_steps(optim):
     svi = SVI(many_sites, AutoNormal(many_sites), optim, Trace_ELBO())
     state = svi.init(jax.random.PRNGKey(0), DATA)
-    assert isinstance(state.optim_state[0], PackedDict)
+    assert isinstance(state.optim_state[1][0], PackedDict)
     packed_state, packed_losses = steps(svi, state, 15)
 
     plain = SVI(many_sites, AutoNormal(many_sites), optim, Trace_ELBO())
@@ -270,7 +270,7 @@ def test_vectorized_steps_match_plain_steps(optim):
 
     np.testing.assert_allclose(packed_losses, plain_losses, rtol=1e-5)
     states_close(packed_state, plain_state)
-    assert isinstance(packed_state.optim_state[0], PackedDict)
+    assert isinstance(packed_state.optim_state[1][0], PackedDict)
     params = svi.get_params(packed_state)
     assert type(params) is dict and set(params) == set(plain.get_params(plain_state))
 
@@ -306,7 +306,7 @@ def test_multi_transform_labels_by_name_on_a_packed_state():
     svi = SVI(many_sites, AutoNormal(many_sites), optim, Trace_ELBO())
     state = svi.init(jax.random.PRNGKey(0), DATA)
     new_state, _ = steps(svi, state, 5)
-    before, after = unpack(state.optim_state[0]), unpack(new_state.optim_state[0])
+    before, after = unpack(state.optim_state[1][0]), unpack(new_state.optim_state[1][0])
     for name in before:
         if name.endswith("scale"):
             np.testing.assert_array_equal(after[name], before[name])
@@ -346,7 +346,7 @@ def test_packed_run_converges_to_the_conjugate_posteriors():
         TraceMeanField_ELBO(),
     )
     result = svi.run(jax.random.PRNGKey(1), 3000, DATA, progress_bar=False)
-    assert isinstance(result.state.optim_state[0], PackedDict)
+    assert isinstance(result.state.optim_state[1][0], PackedDict)
     precision = 1 / 9.0 + DATA.shape[1]
     mean = DATA.sum(1) / precision
     median = guide.median(result.params)
@@ -376,7 +376,7 @@ def test_shard_state_accepts_a_packed_state():
     state = svi.init(jax.random.PRNGKey(0), DATA)
     mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
     placed = shard_state(state, {"z0_auto_loc": NamedSharding(mesh, PartitionSpec())})
-    assert type(placed.optim_state[0]) is dict
+    assert type(placed.optim_state[1][0]) is dict
     new_state, loss = jax.jit(svi.update)(placed, DATA)
     reference, reference_loss = jax.jit(svi.update)(state, DATA)
     np.testing.assert_allclose(loss, reference_loss, rtol=1e-5)
@@ -464,7 +464,7 @@ def test_batched_steps_equal_plain_steps_across_features(model, guide, loss):
         data = (DATA,)
     svi = SVI(model, guide, optax.adam(0.05), loss)
     state = svi.init(jax.random.PRNGKey(0), *data)
-    assert isinstance(state.optim_state[0], PackedDict)
+    assert isinstance(state.optim_state[1][0], PackedDict)
 
     def run(vectorize):
         svi.vectorize_steps = vectorize

@@ -60,7 +60,7 @@ def test_param_and_state_sites_follow_the_network():
 def test_gradients_reach_every_parameter_under_jit():
     svi = SVI(model, guide, optax.adam(1e-2), Trace_ELBO())
     state = svi.init(jax.random.PRNGKey(0), X, Y)
-    params = state.optim_state[0]
+    params = state.optim_state[1][0]
     loss_fn = jax.jit(
         lambda p: svi.loss.loss(
             jax.random.PRNGKey(1), {**p, **state.mutable_state}, model, guide, X, Y

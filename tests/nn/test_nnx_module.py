@@ -89,7 +89,7 @@ def test_gradients_reach_every_parameter_under_jit():
         data = {**params, **state.mutable_state}
         return svi.loss.loss(jax.random.PRNGKey(1), data, model, empty_guide, X, Y)
 
-    grads = jax.grad(loss)(state.optim_state[0])
+    grads = jax.grad(loss)(state.optim_state[1][0])
     for path, leaf in jax.tree_util.tree_flatten_with_path(grads)[0]:
         assert np.any(np.asarray(leaf) != 0), path
 

@@ -163,7 +163,7 @@ class AutoDiagonalNormal(AutoContinuous):
     >>> guide = AutoDiagonalNormal(model)
     >>> state = SVI(model, guide, optax.adam(0.01), Trace_ELBO()).init(
     ...     jax.random.PRNGKey(0))
-    >>> guide.latent_dim, state.optim_state[0]["auto_scale"].shape
+    >>> guide.latent_dim, state.optim_state[1][0]["auto_scale"].shape
     (3, (3,))
     """
 
@@ -272,7 +272,7 @@ class AutoLowRankMultivariateNormal(AutoContinuous):
     >>> guide = AutoLowRankMultivariateNormal(model)
     >>> state = SVI(model, guide, optax.adam(0.01), Trace_ELBO()).init(
     ...     jax.random.PRNGKey(0))
-    >>> state.optim_state[0]["auto_cov_factor"].shape
+    >>> state.optim_state[1][0]["auto_cov_factor"].shape
     (9, 3)
     """
 
