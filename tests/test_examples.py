@@ -64,10 +64,13 @@ def test_readme_snippets_run():
     assert abs(float(fitted["w_auto_loc"]) - 2.0) < 0.3
 
 
-def test_eight_schools_has_no_divergences_and_converges():
-    # non-centred, 4 chains at target_accept_prob 0.8 (the example's defaults)
+def test_eight_schools_has_almost_no_divergences_and_converges():
+    # non-centred, 4 chains at target_accept_prob 0.8 (the example's defaults).
+    # The count depends on the CPU's floating point: 0 of the 4000 draws on
+    # one machine, 3 on another, at the same commit; a centred model or
+    # broken adaptation gives hundreds
     result = _load_example("eight_schools").main([])
-    assert result["divergences"] == 0
+    assert result["divergences"] <= 4
     assert result["max_r_hat"] < 1.01
     # the posterior means of the population parameters (about 4.4 and 3.6)
     assert 3.0 < result["mu_mean"] < 6.0
