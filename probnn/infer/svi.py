@@ -372,10 +372,6 @@ def _init_keys(rng_key):
     return tuple(jax.random.split(rng_key, 3))
 
 
-def _has_tracer(tree) -> bool:
-    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
-
-
 def _inside_staged_trace() -> bool:
     """Whether this runs while ``jax.jit``, ``lax.scan`` or another staging
     transformation traces a program (there every new array is a tracer),
@@ -539,7 +535,7 @@ class SVI:
                 jax.errors.TracerIntegerConversionError,
             ):
                 pass  # model or guide needs concrete values at initialisation
-        if transforms is None or _has_tracer(transforms):
+        if transforms is None or not is_concrete(transforms):
             # eager, or traced by the caller's transformation; under vmap a
             # bijection with array bounds comes out of the compiled run
             # batched, while the model's own constants stay concrete here
@@ -563,7 +559,7 @@ class SVI:
         transformation: with traced inputs (the caller's jit or vmap) its
         values would be tracers of that trace, kept on the guide after it
         ends."""
-        if _has_tracer((rng_key, args, kwargs)):
+        if not is_concrete((rng_key, args, kwargs)):
             raise ValueError(
                 f"SVI.init: the autoguide {type(autoguide).__name__} keeps the "
                 "values of a first (prototype) run of the model, which must be "
@@ -582,7 +578,7 @@ class SVI:
         """Raise unless the params' bijections are free of tracers: they are
         kept on the SVI object for every later step and :meth:`get_params`,
         so they cannot depend on values traced by the caller's jit or vmap."""
-        traced = sorted(name for name, t in transforms.items() if _has_tracer(t))
+        traced = sorted(name for name, t in transforms.items() if not is_concrete(t))
         if traced:
             raise ValueError(
                 f"SVI.init: the constraints of param sites {traced} depend on "
