@@ -10,13 +10,28 @@ Tracer leaks: a test marked ``@pytest.mark.check_leaks`` (or a module with
 so a tracer that outlives its transformation (kept on an object, written into
 a caller's dict) fails the test where it leaks. ``pytest --check-leaks`` does
 the same for every test collected.
+
+Compilation: the suite compiles thousands of small programs and runs each a
+few times, so XLA's CPU backend optimisation (which makes a compiled
+program faster to run but slower to build) is turned down to level 0 for
+test processes (appended to any ``XLA_FLAGS`` already set, and inherited by
+the subprocesses tests start). Results agree with the default level up to
+floating-point rounding; benchmarks and examples run at the default level.
+Set ``PROBNN_TEST_XLA_OPT=default`` to test at the default level.
 """
 
 import os
 
-import jax
-import pytest
-from hypothesis import settings
+if os.environ.get("PROBNN_TEST_XLA_OPT", "0") != "default":
+    # read when JAX first starts its CPU backend, after this module is
+    # imported
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+    ).strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 settings.register_profile("ci", derandomize=True, database=None)
 settings.register_profile("explore", derandomize=False)
