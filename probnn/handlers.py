@@ -31,6 +31,7 @@ from probnn.runtime import (
     Messenger,
     apply_stack,
     draw,
+    make_message,
     missing_key,
 )
 
@@ -53,7 +54,18 @@ __all__ = [
     "trace",
 ]
 
-_KEY_SITES = ("sample", "plate", "prng_key", "param")
+
+def _needs_key(msg: Message) -> bool:
+    """Whether a sample, plate or param site still lacks the random key its
+    default behaviour draws with (no value yet, not observed, no key)."""
+    kind = msg["type"]
+    if kind not in ("sample", "plate", "param") or msg["value"] is not None:
+        return False
+    if kind == "sample" and msg["is_observed"]:
+        return False
+    if kind == "param" and not callable(msg["args"][0]):
+        return False
+    return msg["kwargs"].get("rng_key") is None
 
 
 def is_typed_key(key) -> bool:
@@ -109,16 +121,9 @@ class seed(Messenger):
         return key
 
     def process_message(self, msg: Message) -> None:
-        kind = msg["type"]
-        if kind not in _KEY_SITES or msg["value"] is not None:
-            return
-        if kind == "prng_key":
+        if msg["type"] == "prng_key" and msg["value"] is None:
             msg["value"] = self._next_key()
-        elif kind == "sample" and msg["is_observed"]:
-            return
-        elif kind == "param" and not callable(msg["args"][0]):
-            return
-        elif msg["kwargs"].get("rng_key") is None:
+        elif _needs_key(msg):
             msg["kwargs"]["rng_key"] = self._next_key()
 
     def scan_image(self, length):
@@ -137,11 +142,7 @@ class _StepSeed(seed):
 
     def process_message(self, msg: Message) -> None:
         if msg["type"] == "param":
-            if (
-                msg["value"] is None
-                and callable(msg["args"][0])
-                and msg["kwargs"].get("rng_key") is None
-            ):
+            if _needs_key(msg):
                 salt = zlib.crc32(msg["name"].encode()) & 0x7FFFFFFF
                 msg["kwargs"]["rng_key"] = jax.random.fold_in(self._shared_key, salt)
             return
@@ -685,9 +686,20 @@ class block(Messenger):
 
     def process_message(self, msg: Message) -> None:
         # A scan is never hidden as a whole: its body sites meet this handler
-        # one by one inside the loop.
-        if msg["type"] != "control_flow" and self.hide_fn(msg):
-            msg["stop"] = True
+        # one by one inside the loop. Key requests always pass, so that a
+        # hidden site can still draw from a seed outside.
+        kind = msg["type"]
+        if kind in ("control_flow", "prng_key") or not self.hide_fn(msg):
+            return
+        msg["stop"] = True
+        if _needs_key(msg):
+            # the seed handler outside will not see this site: ask it (and
+            # only the handlers outside this one) for a key, as a prng_key
+            # site would; without one the site's own error names it
+            request = make_message("prng_key", None, lambda: None)
+            _apply_outside(self, request)
+            if request["value"] is not None:
+                msg["kwargs"]["rng_key"] = request["value"]
 
 
 class scale(Messenger):
@@ -820,6 +832,14 @@ class lift(_NamedConfig):
             fn, prior if isinstance(prior, dict) else _Always(prior), "prior"
         )
 
+    def __enter__(self):
+        self._drawn = {}  # name -> message of the first draw, this run
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        self._drawn = {}
+        return super().__exit__(*exc)
+
     def process_message(self, msg: Message) -> None:
         if msg["type"] != "param":
             return
@@ -830,6 +850,16 @@ class lift(_NamedConfig):
         msg["fn"] = prior
         msg["args"] = ()
         msg["kwargs"] = {"rng_key": msg["kwargs"].get("rng_key"), "sample_shape": ()}
+        first = self._drawn.get(msg["name"])
+        if first is None:
+            self._drawn[msg["name"]] = msg
+            return
+        # a param read again in one run (a param's repeated reads give one
+        # value): the later reads take the first draw's value and stay
+        # inside, so the trace has one sample site of that name
+        msg["value"] = first["value"]
+        msg["is_observed"] = True
+        msg["stop"] = True
 
 
 class _Always:

@@ -470,7 +470,8 @@ def plate_stack(
 ) -> Iterator[None]:
     """Enter one plate per size, at contiguous dims ending at ``rightmost_dim``.
 
-    Plates are named ``prefix_0`` (rightmost) to ``prefix_{n-1}`` (leftmost).
+    Plates are named ``prefix_0`` (rightmost) to ``prefix_{n-1}`` (leftmost);
+    empty ``sizes`` enter no plate.
 
     >>> import probnn
     >>> import probnn.distributions as dist
@@ -481,8 +482,6 @@ def plate_stack(
     (2, 3)
     """
     sizes = list(sizes)
-    if not sizes:
-        raise ValueError(f"plate_stack {prefix!r}: sizes must not be empty")
     if not isinstance(rightmost_dim, int) or rightmost_dim >= 0:
         raise ValueError(
             f"plate_stack {prefix!r}: rightmost_dim must be a negative int, "

@@ -597,7 +597,7 @@ def test_subsampled_plate_without_seed_names_plate():
         model()
 
 
-def test_plate_stack_with_empty_sizes_raises():
-    with pytest.raises(ValueError, match="'my_plates'.*empty"):
-        with probnn.plate_stack("my_plates", []):
+def test_plate_stack_with_a_positive_rightmost_dim_names_the_prefix():
+    with pytest.raises(ValueError, match="'my_plates'.*rightmost_dim"):
+        with probnn.plate_stack("my_plates", [2], rightmost_dim=1):
             pass

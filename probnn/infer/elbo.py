@@ -95,23 +95,37 @@ def _with_score_gradient(objective, score):
     )
 
 
-def _model_log_density(model_trace, analytic_kl_from=None) -> jnp.ndarray:
+def _model_site_logs(model_trace, skip=()) -> dict:
+    """Summed log density of each sample site of the model, by name."""
+    return {
+        name: jnp.sum(site_log_prob(site))
+        for name, site in model_trace.items()
+        if site["type"] == "sample" and name not in skip
+    }
+
+
+def _guide_site_logs(guide_trace, skip=()) -> dict:
+    """Summed log density of each latent site of the guide, by name."""
+    return {
+        name: jnp.sum(site_log_prob(site))
+        for name, site in guide_trace.items()
+        if is_latent(site) and name not in skip
+    }
+
+
+def _total(logs: dict) -> jnp.ndarray:
     total = jnp.zeros(())
-    for name, site in model_trace.items():
-        if site["type"] != "sample":
-            continue
-        if analytic_kl_from is not None and name in analytic_kl_from:
-            continue
-        total = total + jnp.sum(site_log_prob(site))
+    for value in logs.values():
+        total = total + value
     return total
+
+
+def _model_log_density(model_trace, analytic_kl_from=None) -> jnp.ndarray:
+    return _total(_model_site_logs(model_trace, analytic_kl_from or ()))
 
 
 def _guide_log_density(guide_trace, skip=()) -> jnp.ndarray:
-    total = jnp.zeros(())
-    for name, site in guide_trace.items():
-        if is_latent(site) and name not in skip:
-            total = total + jnp.sum(site_log_prob(site))
-    return total
+    return _total(_guide_site_logs(guide_trace, skip))
 
 
 def _mean_state(states):
@@ -216,6 +230,20 @@ class Trace_ELBO(ELBO):
     """The standard ELBO, ``E_q[log p(x, z) - log q(z)]``, estimated from
     ``num_particles`` draws of the guide.
 
+    Args:
+        num_particles: draws of the guide per estimate.
+        vectorize_particles: evaluate the particles with ``vmap`` (else
+            ``lax.map``).
+        multi_sample_guide: the guide draws several samples of its latents
+            at once, along a leading dim of every latent site; the model is
+            then run once per sample (vectorized) with that sample and the
+            guide's plate indices substituted, and its log densities are
+            summed over the samples (as NumPyro's option of that name).
+        sum_sites: with False, ``loss`` returns a dict: each site's
+            contribution to the loss (``log q - log p`` of that site,
+            averaged over particles), which sum to the loss. For
+            inspection: SVI needs the summed loss.
+
     >>> import jax, optax, probnn, probnn.distributions as dist
     >>> from probnn.infer import SVI, Trace_ELBO
     >>> def model():
@@ -229,13 +257,102 @@ class Trace_ELBO(ELBO):
     True
     """
 
+    def __init__(
+        self,
+        num_particles: int = 1,
+        vectorize_particles: bool = True,
+        multi_sample_guide: bool = False,
+        sum_sites: bool = True,
+    ):
+        super().__init__(num_particles, vectorize_particles)
+        self.multi_sample_guide = bool(multi_sample_guide)
+        self.sum_sites = bool(sum_sites)
+
     def _particle(self, rng_key, param_map, model, guide, args, kwargs):
-        model_trace, guide_trace = get_traces(
-            rng_key, param_map, model, guide, args, kwargs
+        if self.multi_sample_guide:
+            model_logs, guide_trace, state = _multi_sample_logs(
+                rng_key, param_map, model, guide, args, kwargs
+            )
+        else:
+            model_trace, guide_trace = get_traces(
+                rng_key, param_map, model, guide, args, kwargs
+            )
+            model_logs = _model_site_logs(model_trace)
+            state = mutable_state_of(model_trace, guide_trace)
+        guide_logs = _guide_site_logs(guide_trace)
+        score = _score_term(guide_trace)
+        if self.sum_sites:
+            elbo = _total(model_logs) - _total(guide_logs)
+            return _with_score_gradient(elbo, score), state
+        zero = jnp.zeros(())
+        per_site = {
+            name: _with_score_gradient(
+                model_logs.get(name, zero) - guide_logs.get(name, zero), score
+            )
+            for name in {**model_logs, **guide_logs}
+        }
+        return per_site, state
+
+    def _combine(self, objectives):
+        # with sum_sites=False: a dict of each site's contribution to the loss
+        return jax.tree.map(lambda objective: -jnp.mean(objective), objectives)
+
+
+def _multi_sample_logs(rng_key, param_map, model, guide, args, kwargs):
+    """For a guide that draws several samples of its latents at once (a
+    leading sample dim on every latent site): run the guide once, the model
+    once per sample (vectorized, each sample substituted along with the
+    guide's plate indices), and sum each model site's log density over the
+    samples. Returns ``(model site logs, guide trace, mutable state)``."""
+    guide_key, model_key = jax.random.split(rng_key)
+    guide_trace = trace(seed(substitute(guide, data=param_map), guide_key)).get_trace(
+        *args, **kwargs
+    )
+    values = {
+        name: site["value"]
+        for name, site in guide_trace.items()
+        if (is_latent(site) and jnp.size(site["value"]) > 0)
+        or site["type"] == "deterministic"
+    }
+    sizes = {name: jnp.shape(value)[:1] for name, value in values.items()}
+    if not any(is_latent(site) for site in guide_trace.values()):
+        raise ValueError(
+            "Trace_ELBO(multi_sample_guide=True): the guide has no latent "
+            "sample sites to take the samples from"
         )
-        elbo = _model_log_density(model_trace) - _guide_log_density(guide_trace)
-        elbo = _with_score_gradient(elbo, _score_term(guide_trace))
-        return elbo, mutable_state_of(model_trace, guide_trace)
+    if len(set(sizes.values())) != 1 or () in sizes.values():
+        raise ValueError(
+            "Trace_ELBO(multi_sample_guide=True): every latent and deterministic "
+            "site of the guide must carry the same leading number of samples; "
+            f"got leading dims {sizes}"
+        )
+    (num_samples,) = next(iter(sizes.values()))
+    plates = {
+        name: site["value"]
+        for name, site in guide_trace.items()
+        if site["type"] == "plate"
+    }
+    data = {**_after_guide(param_map, guide_trace), **plates}
+
+    def one(key, sample):
+        model_trace = trace(
+            seed(substitute(model, data={**data, **sample}), key)
+        ).get_trace(*args, **kwargs)
+        mutable = sorted(
+            name for name, site in model_trace.items() if site["type"] == "mutable"
+        )
+        if mutable:
+            raise ValueError(
+                "Trace_ELBO(multi_sample_guide=True): the model's mutable sites "
+                f"{mutable} would be updated once per guide sample; use a "
+                "single-sample guide for a model with mutable state"
+            )
+        return _model_site_logs(model_trace)
+
+    keys = jax.random.split(model_key, num_samples)
+    per_sample = jax.vmap(one)(keys, values)
+    model_logs = {name: jnp.sum(logs) for name, logs in per_sample.items()}
+    return model_logs, guide_trace, mutable_state_of(guide_trace)
 
 
 def _analytic_kl(model_site: Message, guide_site: Message):

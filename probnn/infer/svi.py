@@ -636,12 +636,25 @@ class SVI:
         # as in every step, the model continues from the state the guide
         # updated where both have a mutable site
         data = {**guide_values["param"], **init_params, **guide_values["mutable"]}
-        model_trace = trace(
-            replay(
-                substitute(seed(self.model, model_key), data=data), trace=guide_trace
-            )
-        ).get_trace(*args, **kwargs)
-        check_model_guide_match(model_trace, guide_trace)
+        if getattr(self.loss, "multi_sample_guide", False):
+            # the guide draws several samples at once: the model meets the
+            # first of them (the loss runs it once per sample)
+            first = {
+                name: site["value"][0]
+                for name, site in guide_trace.items()
+                if site["type"] == "sample" and jnp.size(site["value"]) > 0
+            }
+            model_trace = trace(
+                substitute(seed(self.model, model_key), data={**first, **data})
+            ).get_trace(*args, **kwargs)
+        else:
+            model_trace = trace(
+                replay(
+                    substitute(seed(self.model, model_key), data=data),
+                    trace=guide_trace,
+                )
+            ).get_trace(*args, **kwargs)
+            check_model_guide_match(model_trace, guide_trace)
 
         params, transforms, mutable_state = {}, {}, {}
         for tr in (guide_trace, model_trace):
