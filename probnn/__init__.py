@@ -18,6 +18,7 @@ from probnn.nn import random_module
 from probnn.primitives import (
     deterministic,
     factor,
+    get_mask,
     module,
     mutable,
     param,
@@ -38,6 +39,7 @@ __all__ = [
     "enable_validation",
     "enable_x64",
     "factor",
+    "get_mask",
     "handlers",
     "infer",
     "module",

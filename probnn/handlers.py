@@ -52,6 +52,7 @@ __all__ = [
     "shard_subsample",
     "substitute",
     "trace",
+    "uncondition",
 ]
 
 
@@ -741,10 +742,36 @@ class mask(Messenger):
         super().__init__(fn)
 
     def process_message(self, msg: Message) -> None:
+        if msg["type"] == "mask":  # probnn.get_mask() asks what applies here
+            msg["value"] = (
+                self.mask if msg["value"] is None else msg["value"] & self.mask
+            )
+            return
         if msg["type"] != "sample":
             return
         msg["fn"] = msg["fn"].mask(self.mask)
         msg["mask"] = self.mask if msg["mask"] is None else msg["mask"] & self.mask
+
+
+class uncondition(Messenger):
+    """Draw observed sample sites from their distributions instead, as if
+    they had no ``obs``; the observation is kept in the site's ``infer``
+    dict (``infer["obs"]``, with ``infer["was_observed"] = True``).
+
+    >>> import probnn, probnn.distributions as dist
+    >>> model = lambda: probnn.sample("y", dist.Normal(0.0, 1.0), obs=5.0)
+    >>> site = trace(seed(uncondition(model), rng_seed=0)).get_trace()["y"]
+    >>> site["is_observed"], float(site["infer"]["obs"]), float(site["value"]) != 5.0
+    (False, 5.0, True)
+    """
+
+    def process_message(self, msg: Message) -> None:
+        if msg["type"] != "sample" or not msg["is_observed"]:
+            return
+        # a new infer dict: the one the model passed is left as it was
+        msg["infer"] = {**msg["infer"], "was_observed": True, "obs": msg["value"]}
+        msg["is_observed"] = False
+        msg["value"] = None
 
 
 class scope(Messenger):

@@ -30,6 +30,7 @@ from probnn.runtime import (
 __all__ = [
     "deterministic",
     "factor",
+    "get_mask",
     "module",
     "mutable",
     "param",
@@ -212,6 +213,26 @@ def mutable(name: str, init_value=None):
 
 def _identity(value):
     return value
+
+
+def get_mask():
+    """The mask that enclosing ``handlers.mask`` handlers apply here: None
+    outside any (or with no handler at all), else the boolean (or array of
+    booleans) they combine to. A model can skip work whose log density
+    would be masked out anyway:
+
+    >>> import probnn
+    >>> from probnn.handlers import mask
+    >>> probnn.get_mask() is None
+    True
+    >>> with mask(mask=False):
+    ...     probnn.get_mask()
+    False
+    """
+    if stack_is_empty():
+        return None
+    msg = make_message("mask", None, lambda: None)
+    return apply_stack(msg)["value"]
 
 
 def prng_key():

@@ -84,3 +84,57 @@ def test_plate_stack_without_sizes_enters_no_plate(sizes):
     tr = trace(seed(model, rng_seed=0)).get_trace()
     assert [name for name, site in tr.items() if site["type"] == "plate"] == []
     assert tr["x"]["value"].shape == (2,)
+
+
+def test_get_mask_reports_the_enclosing_masks():
+    from probnn.handlers import mask
+
+    seen = {}
+
+    def model():
+        seen["none"] = probnn.get_mask()
+        with mask(mask=jnp.array([True, False, True])):
+            seen["one"] = probnn.get_mask()
+            with mask(mask=jnp.array([True, True, False])):
+                seen["two"] = probnn.get_mask()
+        probnn.sample("x", dist.Normal(0.0, 1.0))
+
+    tr = trace(seed(model, rng_seed=0)).get_trace()
+    assert set(tr) == {"x"}  # the query is no site
+    assert seen["none"] is None
+    np.testing.assert_array_equal(seen["one"], [True, False, True])
+    np.testing.assert_array_equal(seen["two"], [True, False, False])
+    assert probnn.get_mask() is None  # no handler at all
+
+
+def test_get_mask_inside_a_scan_body_skips_masked_work():
+    from probnn.control_flow import scan
+    from probnn.handlers import mask
+
+    def model(y):
+        def body(carry, y_t):
+            if probnn.get_mask() is not False:
+                probnn.sample("y", dist.Normal(carry, 1.0), obs=y_t)
+            return carry, None
+
+        with mask(mask=False):
+            scan(body, 0.0, y)
+
+    tr = trace(seed(model, rng_seed=0)).get_trace(jnp.ones(3))
+    assert "y" not in tr
+
+
+def test_uncondition_draws_observed_sites_and_keeps_the_observation():
+    from probnn.handlers import uncondition
+
+    infer = {"note": 1}
+
+    def model():
+        return probnn.sample("y", dist.Normal(0.0, 1.0), obs=5.0, infer=infer)
+
+    draws = [float(seed(uncondition(model), rng_seed=k)()) for k in range(3)]
+    assert len(set(draws)) == 3 and 5.0 not in draws
+    site = trace(seed(uncondition(model), rng_seed=0)).get_trace()["y"]
+    assert not site["is_observed"]
+    assert site["infer"]["was_observed"] and float(site["infer"]["obs"]) == 5.0
+    assert infer == {"note": 1}  # the model's dict is untouched
