@@ -32,13 +32,16 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
+import jax.scipy.optimize
 import optax
 
 __all__ = [
     "Adagrad",
     "Adam",
     "ClippedAdam",
+    "Minimize",
     "Momentum",
     "RMSProp",
     "RMSPropMomentum",
@@ -412,3 +415,102 @@ def optax_to_numpyro(transformation: optax.GradientTransformation) -> _NumPyroOp
     return _NumPyroOptim(
         optax.with_extra_args_support(transformation), update_with_value=True
     )
+
+
+class Minimize(_NumPyroOptim):
+    """Each update runs a whole deterministic minimisation of the objective
+    with :func:`jax.scipy.optimize.minimize` (NumPyro's ``Minimize``).
+
+    For objectives that are deterministic given the params: maximum
+    likelihood (an empty guide), MAP (``AutoDelta``) or
+    ``AutoLaplaceApproximation``; with a stochastic guide each update
+    minimises one fixed draw of the loss. ``SVI(model, guide, Minimize(),
+    Trace_ELBO())`` runs it in :meth:`~probnn.infer.SVI.update` (one update
+    is the whole minimisation); models with mutable state are an error.
+
+    Args:
+        method: ``"BFGS"``, the method ``jax.scipy.optimize.minimize``
+            provides.
+        **kwargs: passed on to it (``tol=``, ``options=``).
+
+    >>> import jax.numpy as jnp
+    >>> opt = Minimize()
+    >>> state = opt.init({"x": jnp.array(3.0)})
+    >>> (loss, _), state = opt.eval_and_update(
+    ...     lambda p: ((p["x"] - 1.0) ** 2, None), state
+    ... )
+    >>> round(float(opt.get_params(state)["x"]), 4), round(float(loss), 6)
+    (1.0, 0.0)
+    """
+
+    def __init__(self, method: str = "BFGS", **kwargs):
+        if not isinstance(method, str) or method.upper() != "BFGS":
+            raise ValueError(
+                f"Minimize: method must be 'BFGS' (what jax.scipy.optimize."
+                f"minimize provides), got {method!r}"
+            )
+        super().__init__(optax.identity())
+        self.method = "BFGS"
+        self.kwargs = kwargs
+
+    def as_optax(self):
+        raise TypeError(
+            "Minimize is not a gradient step and has no optax form: pass it to "
+            "SVI directly, or use eval_and_update"
+        )
+
+    def update(self, g, state, value=None):
+        raise TypeError(
+            "Minimize.update: a minimisation needs the objective, not a "
+            "gradient; use eval_and_update(fn, state)"
+        )
+
+    def minimize(self, loss, params):
+        """``(new_params, loss at them, gradient there)`` from minimising
+        ``loss(params) -> scalar`` starting at ``params``."""
+        flat, unravel = jax.flatten_util.ravel_pytree(params)
+        result = jax.scipy.optimize.minimize(
+            lambda x: loss(unravel(x)), flat, method=self.method, **self.kwargs
+        )
+        return unravel(result.x), result.fun, unravel(result.jac)
+
+    def eval_and_update(
+        self,
+        fn: Callable[[Any], tuple],
+        state,
+        forward_mode_differentiation: bool = False,
+    ):
+        """Minimise ``fn(params) -> (loss, aux)`` from the params in
+        ``state``; returns ``((final loss, None), new_state)``. ``aux`` must
+        be None (mutable state cannot follow a minimisation)."""
+        step, (params, inner) = state
+
+        def loss(x):
+            out, aux = fn(x)
+            if aux is not None:
+                raise ValueError(
+                    "Minimize: the objective returned mutable state (aux), "
+                    "which a minimisation cannot carry; use a gradient "
+                    "optimiser for models with mutable sites"
+                )
+            return out
+
+        params, out, _ = self.minimize(loss, params)
+        return (out, None), (step + 1, (params, inner))
+
+    def eval_and_stable_update(
+        self,
+        fn: Callable[[Any], tuple],
+        state,
+        forward_mode_differentiation: bool = False,
+    ):
+        """Like :meth:`eval_and_update`, but a non-finite result keeps the
+        state and reports the loss as NaN."""
+        (out, aux), new_state = self.eval_and_update(fn, state)
+        finite = jnp.isfinite(out)
+        for leaf in jax.tree.leaves(new_state[1][0]):
+            finite = finite & jnp.all(jnp.isfinite(leaf))
+        state = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old), new_state, state
+        )
+        return (jnp.where(finite, out, jnp.nan), aux), state

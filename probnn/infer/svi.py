@@ -22,7 +22,7 @@ from probnn.infer import _vectorize
 from probnn.infer._packed import has_packed, is_packed, pack, pack_like, unpack
 from probnn.infer.elbo import is_latent
 from probnn.infer.util import site_transform, transform_fn
-from probnn.optim import _NumPyroOptim
+from probnn.optim import Minimize, _NumPyroOptim
 from probnn.runtime import Messenger
 
 __all__ = ["SVI", "SVIRunResult", "SVIState", "shard_state"]
@@ -456,7 +456,11 @@ class SVI:
     vectorize_steps: bool = True
 
     def __init__(self, model: Callable, guide: Callable, optim, loss, **static_kwargs):
-        if isinstance(optim, _NumPyroOptim):  # probnn.optim.Adam(...) etc.
+        # probnn.optim.Minimize: each update is a whole minimisation
+        self._minimize = optim if isinstance(optim, Minimize) else None
+        if self._minimize is not None:
+            optim = optax.identity()
+        elif isinstance(optim, _NumPyroOptim):  # probnn.optim.Adam(...) etc.
             optim = optim.as_optax()
         if not _is_gradient_transformation(optim):
             raise TypeError(
@@ -713,6 +717,8 @@ class SVI:
         rng_key, step_key = jax.random.split(svi_state.rng_key)
         step, (params, opt_state) = svi_state.optim_state
         loss_fn = self._loss_fn(svi_state, step_key, args, kwargs)
+        if self._minimize is not None:
+            return self._minimize_step(svi_state, loss_fn, rng_key)
         if forward_mode_differentiation:
             (loss, mutable), _ = loss_fn(params), None
             grads = jax.jacfwd(lambda p: loss_fn(p)[0])(params)
@@ -723,6 +729,20 @@ class SVI:
         if mutable is None:
             mutable = svi_state.mutable_state
         return SVIState((step + 1, (params, opt_state)), mutable, rng_key), loss, grads
+
+    def _minimize_step(self, svi_state, loss_fn, rng_key):
+        """One :class:`probnn.optim.Minimize` update: the loss at this step's
+        key minimised over the params."""
+        step, (params, opt_state) = svi_state.optim_state
+        if svi_state.mutable_state is not None:
+            raise ValueError(
+                "SVI with Minimize: the model or guide has mutable sites "
+                f"{sorted(svi_state.mutable_state)}, whose state a minimisation "
+                "cannot carry; use a gradient optimiser"
+            )
+        params, loss, grads = self._minimize.minimize(lambda p: loss_fn(p)[0], params)
+        state = SVIState((step + 1, (params, opt_state)), None, rng_key)
+        return state, loss, grads
 
     def _plain_update(self, svi_state, args, kwargs, forward_mode, stable):
         """One step on a state whose dicts are plain."""
