@@ -28,6 +28,7 @@ from probnn.distributions.distribution import (
     MaskedDistribution,
     Unit,
     enable_validation,
+    validation_enabled,
 )
 from probnn.distributions.kl import kl_divergence, register_kl
 from probnn.distributions.mixtures import *  # noqa: F403
@@ -54,6 +55,7 @@ __all__ = [
     "transforms",
     "enable_validation",
     "kl_divergence",
+    "validation_enabled",
     "register_kl",
     *_bounded,
     *_conjugate,

@@ -32,7 +32,10 @@ from probnn.distributions._continuous_special import (
     _wrap_angle,
     regularized_beta,
 )
-from probnn.distributions.distribution import Distribution
+from probnn.distributions.distribution import (
+    Distribution,
+    _not_inferable,
+)
 from probnn.distributions.util import (
     BinaryProbsLogits,
     batch_shape_of,
@@ -548,6 +551,12 @@ class ImproperUniform(Distribution):
     """
 
     pytree_aux_fields = ("support",)
+
+    @classmethod
+    def infer_shapes(cls, *args, **kwargs):
+        _not_inferable(
+            cls, "its batch_shape and event_shape are given directly, not inferred"
+        )
 
     def __init__(self, support, batch_shape, event_shape, *, validate_args=None):
         event_shape = tuple(event_shape)

@@ -19,7 +19,12 @@ from probnn.distributions._discrete_special import (
     _polya_log_prob,
     _promote,
 )
-from probnn.distributions.distribution import Distribution
+from probnn.distributions.distribution import (
+    Distribution,
+    _bind_shapes,
+    _broadcast,
+    _split_event,
+)
 from probnn.distributions.util import (
     BinaryProbsLogits,
     batch_shape_of,
@@ -305,6 +310,17 @@ class DirichletMultinomial(Distribution):
     }
     pytree_data_fields = ("concentration", "total_count")
     pytree_aux_fields = ("total_count_max",)
+
+    @classmethod
+    def infer_shapes(cls, *args, **kwargs):
+        """The last dim of ``concentration`` is the event; its batch dims
+        broadcast with ``total_count``."""
+        owner = cls.__name__
+        shapes = _bind_shapes(cls, args, kwargs, {"total_count": ()})
+        if "concentration" not in shapes:
+            raise ValueError(f"{owner}.infer_shapes needs the concentration shape")
+        batch, event = _split_event(owner, "concentration", shapes["concentration"], 1)
+        return _broadcast(owner, [batch, shapes["total_count"]]), event
 
     def __init__(
         self, concentration, total_count=1, *, total_count_max=None, validate_args=None

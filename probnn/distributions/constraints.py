@@ -17,8 +17,11 @@ True
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "Constraint",
@@ -61,27 +64,150 @@ def _fill(value, prototype):
     return jnp.broadcast_to(jnp.asarray(value, dtype), jnp.shape(prototype))
 
 
+def _same_value(a, b) -> bool:
+    """Static equality of two constraint parameters.
+
+    Concrete values are equal when they broadcast to equal arrays; a traced
+    value is only equal to itself.
+    """
+    if a is b:
+        return True
+    if isinstance(a, Constraint) or isinstance(b, Constraint):
+        return a == b
+    if isinstance(a, jax.core.Tracer) or isinstance(b, jax.core.Tracer):
+        return False
+    try:
+        return bool(np.array_equiv(np.asarray(a), np.asarray(b)))
+    except (TypeError, ValueError):
+        return False
+
+
+def _value_hash(value) -> int:
+    """A hash that agrees with :func:`_same_value`: equal values hash alike.
+
+    Arrays whose entries all agree hash like that single entry (they equal it
+    under broadcasting); other arrays and traced values share one hash.
+    """
+    if isinstance(value, Constraint):
+        return hash(value)
+    if isinstance(value, jax.core.Tracer):
+        return 0
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):
+        return 0
+    if array.size == 0:
+        return 0
+    first = array.reshape(-1)[0]
+    if array.size > 1 and not bool(np.all(array == first)):
+        return 0
+    try:
+        return hash(first.item())
+    except TypeError:
+        return 0
+
+
 class Constraint:
     """Base class: ``constraint(x)`` is a boolean array over the batch dims of x.
 
-    Its ``event_dim`` rightmost dims are reduced.
+    Its ``event_dim`` rightmost dims are reduced. Constraints are pytrees:
+    the bounds of parametrised constraints (``interval``, ``greater_than``,
+    ...) are leaves, so those constraints pass through ``jax.jit`` and
+    ``jax.vmap``; parameter-free ones (``real``, ``positive``, ...) have no
+    leaves and are singletons. Two constraints are equal when they describe
+    the same set: same kind, equal parameters.
+
+    Subclasses name their array parameters in ``_leaf_names`` and their
+    static ones in ``_aux_names``; ``_family`` is the class whose parameters
+    define equality (``positive`` is ``greater_than(0.)``).
     """
 
     event_dim = 0
     is_discrete = False
+    _leaf_names: ClassVar[tuple[str, ...]] = ()
+    _aux_names: ClassVar[tuple[str, ...]] = ()
+    _family: ClassVar[type]
+    _singleton: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "_family" not in cls.__dict__:
+            cls._family = cls
+        jax.tree_util.register_pytree_node(cls, cls._tree_flatten, cls._tree_unflatten)
+
+    def __new__(cls, *args, **kwargs):
+        if not cls.__dict__.get("_singleton", False):
+            return super().__new__(cls)
+        instance = cls.__dict__.get("_instance")
+        if instance is None:
+            instance = super().__new__(cls)
+            cls._instance = instance
+        return instance
+
+    # -- pytree --------------------------------------------------------------
+    def _tree_flatten(self):
+        leaves = tuple(getattr(self, name) for name in self._leaf_names)
+        aux = tuple(getattr(self, name) for name in self._aux_names)
+        return leaves, aux
+
+    @classmethod
+    def _tree_unflatten(cls, aux, leaves):
+        if cls.__dict__.get("_singleton", False):
+            return cls()
+        self = object.__new__(cls)
+        for name, value in zip(cls._aux_names, aux):
+            setattr(self, name, value)
+        for name, value in zip(cls._leaf_names, leaves):
+            setattr(self, name, value)
+        return self
+
+    # -- checking ------------------------------------------------------------
     def __call__(self, x):
         raise NotImplementedError
+
+    def check(self, value):
+        """Boolean array over ``sample_shape + batch_shape``: whether each
+        event of ``value`` lies in the set (the same as calling the
+        constraint)."""
+        return self(value)
 
     def feasible_like(self, prototype):
         """A value inside the constraint with the shape of ``prototype``."""
         return jnp.zeros_like(prototype)
+
+    # -- equality ------------------------------------------------------------
+    def _key(self):
+        """``(family, reinterpreted dims, parameters)`` deciding equality."""
+        family = self._family
+        names = family._leaf_names + family._aux_names
+        return family, 0, tuple(getattr(self, name) for name in names)
+
+    def __eq__(self, other):
+        if self is other:
+            return True
+        if not isinstance(other, Constraint):
+            return NotImplemented
+        family, ndims, params = self._key()
+        other_family, other_ndims, other_params = other._key()
+        if family is not other_family or ndims != other_ndims:
+            return False
+        return all(_same_value(a, b) for a, b in zip(params, other_params))
+
+    def __ne__(self, other):
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __hash__(self):
+        family, ndims, params = self._key()
+        return hash((family, ndims, tuple(_value_hash(p) for p in params)))
 
     def __repr__(self):
         return type(self).__name__.strip("_").lower()
 
 
 class _Real(Constraint):
+    _singleton = True
+
     def __call__(self, x):
         return jnp.isfinite(x)
 
@@ -90,6 +216,8 @@ class _Real(Constraint):
 
 
 class _GreaterThan(Constraint):
+    _leaf_names = ("lower_bound",)
+
     def __init__(self, lower_bound):
         self.lower_bound = lower_bound
 
@@ -112,6 +240,10 @@ class _GreaterThanEq(_GreaterThan):
 
 
 class _Positive(_GreaterThan):
+    _family = _GreaterThan
+    _leaf_names = ()
+    _singleton = True
+
     def __init__(self):
         super().__init__(0.0)
 
@@ -120,6 +252,10 @@ class _Positive(_GreaterThan):
 
 
 class _Nonnegative(_GreaterThanEq):
+    _family = _GreaterThanEq
+    _leaf_names = ()
+    _singleton = True
+
     def __init__(self):
         super().__init__(0.0)
 
@@ -128,11 +264,15 @@ class _Nonnegative(_GreaterThanEq):
 
 
 class _SoftplusPositive(_Positive):
+    _singleton = True
+
     def __repr__(self):
         return "softplus_positive"
 
 
 class _LessThan(Constraint):
+    _leaf_names = ("upper_bound",)
+
     def __init__(self, upper_bound):
         self.upper_bound = upper_bound
 
@@ -147,6 +287,8 @@ class _LessThan(Constraint):
 
 
 class _Interval(Constraint):
+    _leaf_names = ("lower_bound", "upper_bound")
+
     def __init__(self, lower_bound, upper_bound):
         self.lower_bound = lower_bound
         self.upper_bound = upper_bound
@@ -170,6 +312,10 @@ class _OpenInterval(_Interval):
 
 
 class _UnitInterval(_Interval):
+    _family = _Interval
+    _leaf_names = ()
+    _singleton = True
+
     def __init__(self):
         super().__init__(0.0, 1.0)
 
@@ -178,6 +324,10 @@ class _UnitInterval(_Interval):
 
 
 class _Circular(_Interval):
+    _family = _Interval
+    _leaf_names = ()
+    _singleton = True
+
     def __init__(self):
         super().__init__(-math.pi, math.pi)
 
@@ -187,6 +337,7 @@ class _Circular(_Interval):
 
 class _IntegerInterval(Constraint):
     is_discrete = True
+    _leaf_names = ("lower_bound", "upper_bound")
 
     def __init__(self, lower_bound, upper_bound):
         self.lower_bound = lower_bound
@@ -204,6 +355,7 @@ class _IntegerInterval(Constraint):
 
 class _IntegerGreaterThan(Constraint):
     is_discrete = True
+    _leaf_names = ("lower_bound",)
 
     def __init__(self, lower_bound):
         self.lower_bound = lower_bound
@@ -218,8 +370,27 @@ class _IntegerGreaterThan(Constraint):
         return f"integer_greater_than({self.lower_bound})"
 
 
+class _NonnegativeInteger(_IntegerGreaterThan):
+    _family = _IntegerGreaterThan
+    _leaf_names = ()
+    _singleton = True
+
+    def __init__(self):
+        super().__init__(0)
+
+
+class _PositiveInteger(_IntegerGreaterThan):
+    _family = _IntegerGreaterThan
+    _leaf_names = ()
+    _singleton = True
+
+    def __init__(self):
+        super().__init__(1)
+
+
 class _Boolean(Constraint):
     is_discrete = True
+    _singleton = True
 
     def __call__(self, x):
         return (x == 0) | (x == 1)
@@ -232,6 +403,7 @@ class _Multinomial(Constraint):
     """Non-negative integer vectors summing to ``upper_bound``."""
 
     is_discrete = True
+    _leaf_names = ("upper_bound",)
     event_dim = 1
 
     def __init__(self, upper_bound):
@@ -251,6 +423,7 @@ class _Multinomial(Constraint):
 
 class _Simplex(Constraint):
     event_dim = 1
+    _singleton = True
 
     def __call__(self, x):
         x = jnp.asarray(x)
@@ -266,6 +439,7 @@ class _Simplex(Constraint):
 
 class _OrderedVector(Constraint):
     event_dim = 1
+    _singleton = True
 
     def __call__(self, x):
         finite = jnp.all(jnp.isfinite(x), axis=-1)
@@ -281,6 +455,7 @@ class _OrderedVector(Constraint):
 
 class _Sphere(Constraint):
     event_dim = 1
+    _singleton = True
 
     def __call__(self, x):
         return jnp.abs(jnp.linalg.norm(x, axis=-1) - 1) < 1e-5
@@ -303,6 +478,7 @@ class _LowerCholesky(Constraint):
     """Lower-triangular matrices with positive diagonal."""
 
     event_dim = 2
+    _singleton = True
 
     def __call__(self, x):
         lower = jnp.all(jnp.triu(x, 1) == 0, axis=(-2, -1))
@@ -317,6 +493,9 @@ class _LowerCholesky(Constraint):
 
 
 class _SoftplusLowerCholesky(_LowerCholesky):
+    _family = _LowerCholesky
+    _singleton = True
+
     def __repr__(self):
         return "softplus_lower_cholesky"
 
@@ -326,6 +505,7 @@ class _CorrCholesky(Constraint):
     diagonal, rows of unit norm."""
 
     event_dim = 2
+    _singleton = True
 
     def __call__(self, x):
         unit_rows = jnp.all(jnp.abs(jnp.linalg.norm(x, axis=-1) - 1) < 1e-4, axis=-1)
@@ -346,6 +526,7 @@ def _is_symmetric(x):
 
 class _PositiveDefinite(Constraint):
     event_dim = 2
+    _singleton = True
 
     def __call__(self, x):
         return _is_symmetric(x) & jnp.all(jnp.linalg.eigvalsh(x) > 0, axis=-1)
@@ -358,6 +539,8 @@ class _PositiveDefinite(Constraint):
 
 
 class _PositiveSemidefinite(_PositiveDefinite):
+    _singleton = True
+
     def __call__(self, x):
         return _is_symmetric(x) & jnp.all(jnp.linalg.eigvalsh(x) >= 0, axis=-1)
 
@@ -366,6 +549,8 @@ class _PositiveSemidefinite(_PositiveDefinite):
 
 
 class _CorrMatrix(_PositiveDefinite):
+    _singleton = True
+
     def __call__(self, x):
         unit_diagonal = jnp.all(
             jnp.abs(jnp.diagonal(x, axis1=-2, axis2=-1) - 1) < 1e-6, axis=-1
@@ -379,16 +564,43 @@ class _CorrMatrix(_PositiveDefinite):
 class _Independent(Constraint):
     """Treat ``reinterpreted_batch_ndims`` batch dims of ``base`` as event dims."""
 
+    _leaf_names = ("base",)
+    _aux_names = ("reinterpreted_batch_ndims",)
+
     def __init__(self, base: Constraint, reinterpreted_batch_ndims: int):
-        if reinterpreted_batch_ndims < 0:
+        if not isinstance(base, Constraint):
+            raise TypeError(
+                f"independent(): base must be a Constraint, got {type(base).__name__}"
+            )
+        if (
+            isinstance(reinterpreted_batch_ndims, bool)
+            or not isinstance(reinterpreted_batch_ndims, int | np.integer)
+            or reinterpreted_batch_ndims < 0
+        ):
             raise ValueError(
-                "independent(): reinterpreted_batch_ndims must be >= 0, "
-                f"got {reinterpreted_batch_ndims}"
+                "independent(): reinterpreted_batch_ndims must be an int >= 0, "
+                f"got {reinterpreted_batch_ndims!r}"
             )
         self.base = base
-        self.reinterpreted_batch_ndims = reinterpreted_batch_ndims
-        self.event_dim = base.event_dim + reinterpreted_batch_ndims
-        self.is_discrete = base.is_discrete
+        self.reinterpreted_batch_ndims = int(reinterpreted_batch_ndims)
+
+    @property
+    def base_constraint(self) -> Constraint:
+        """The wrapped constraint (NumPyro's name for :attr:`base`)."""
+        return self.base
+
+    @property
+    def event_dim(self) -> int:
+        return self.base.event_dim + self.reinterpreted_batch_ndims
+
+    @property
+    def is_discrete(self) -> bool:
+        return self.base.is_discrete
+
+    def _key(self):
+        # independent(independent(c, 1), 1) is the same set as independent(c, 2).
+        family, ndims, params = self.base._key()
+        return family, ndims + self.reinterpreted_batch_ndims, params
 
     def __call__(self, x):
         result = self.base(x)
@@ -406,6 +618,8 @@ class _Independent(Constraint):
 
 class _Dependent(Constraint):
     """Support that depends on other variables; it cannot be checked."""
+
+    _aux_names = ("is_discrete", "event_dim")
 
     def __init__(self, is_discrete: bool = False, event_dim: int = 0):
         self.is_discrete = is_discrete
@@ -437,12 +651,12 @@ less_than = _LessThan
 lower_cholesky = _LowerCholesky()
 multinomial = _Multinomial
 nonnegative = _Nonnegative()
-nonnegative_integer = _IntegerGreaterThan(0)
+nonnegative_integer = _NonnegativeInteger()
 open_interval = _OpenInterval
 ordered_vector = _OrderedVector()
 positive = _Positive()
 positive_definite = _PositiveDefinite()
-positive_integer = _IntegerGreaterThan(1)
+positive_integer = _PositiveInteger()
 positive_semidefinite = _PositiveSemidefinite()
 real = _Real()
 real_matrix = _Independent(real, 2)

@@ -22,7 +22,13 @@ from probnn.distributions._discrete_special import (
     _poisson_log_prob,
     _promote,
 )
-from probnn.distributions.distribution import Distribution
+from probnn.distributions.distribution import (
+    Distribution,
+    _bind_shapes,
+    _broadcast,
+    _given_one_of,
+    _split_event,
+)
 from probnn.distributions.util import (
     BinaryProbsLogits,
     batch_shape_of,
@@ -152,6 +158,13 @@ class Categorical(Distribution):
 
     has_enumerate_support = True
     pytree_data_fields = ("_probs", "_logits")
+
+    @classmethod
+    def infer_shapes(cls, *args, **kwargs):
+        """The last dim of ``probs`` / ``logits`` indexes the categories."""
+        shapes = _bind_shapes(cls, args, kwargs)
+        name = _given_one_of(cls.__name__, shapes, ("probs", "logits"))
+        return _split_event(cls.__name__, name, shapes[name], 1)[0], ()
 
     def __init__(self, probs=None, logits=None, *, validate_args=None):
         _one_of(type(self).__name__, probs, logits)
@@ -364,6 +377,16 @@ class Multinomial(Distribution):
 
     pytree_data_fields = ("total_count", "_probs", "_logits")
     pytree_aux_fields = ("total_count_max",)
+
+    @classmethod
+    def infer_shapes(cls, *args, **kwargs):
+        """The last dim of ``probs`` / ``logits`` is the event; it broadcasts
+        its batch dims with ``total_count``."""
+        shapes = _bind_shapes(cls, args, kwargs)
+        name = _given_one_of(cls.__name__, shapes, ("probs", "logits"))
+        batch, event = _split_event(cls.__name__, name, shapes[name], 1)
+        count = shapes.get("total_count", ())
+        return _broadcast(cls.__name__, [batch, count]), event
 
     def __init__(
         self,
@@ -718,6 +741,10 @@ class OrderedLogistic(Categorical):
         "cutpoints": constraints.ordered_vector,
     }
     pytree_data_fields = ("predictor", "cutpoints", "_probs", "_logits")
+
+    @classmethod
+    def infer_shapes(cls, *args, **kwargs):
+        return Distribution.infer_shapes.__func__(cls, *args, **kwargs)
 
     def __init__(self, predictor, cutpoints, *, validate_args=None):
         if jnp.ndim(cutpoints) < 1:

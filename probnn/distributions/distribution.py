@@ -10,6 +10,9 @@ is a ``Normal`` with batch shape ``(T,)``.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+from collections.abc import Iterator
 from typing import ClassVar
 
 import jax
@@ -32,6 +35,7 @@ __all__ = [
     "MaskedDistribution",
     "Unit",
     "enable_validation",
+    "validation_enabled",
 ]
 
 _VALIDATION = {"enabled": False}
@@ -44,6 +48,115 @@ def enable_validation(is_validate: bool = True) -> None:
     Checks run on concrete values only; under ``jit`` they are skipped.
     """
     _VALIDATION["enabled"] = bool(is_validate)
+
+
+@contextlib.contextmanager
+def validation_enabled(is_validate: bool = True) -> Iterator[None]:
+    """Within the ``with`` block, validation is on (or off with
+    ``is_validate=False``) as if by :func:`enable_validation`; the previous
+    setting comes back on exit, also when the block raises.
+
+    >>> import probnn.distributions as dist
+    >>> with dist.validation_enabled():
+    ...     dist.Normal(0.0, -1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: Normal: parameter 'scale' must satisfy positive, got -1.0
+    """
+    previous = _VALIDATION["enabled"]
+    enable_validation(is_validate)
+    try:
+        yield
+    finally:
+        _VALIDATION["enabled"] = previous
+
+
+def _as_shape(owner: str, name: str, shape) -> tuple[int, ...]:
+    """``shape`` as a tuple of ints, or a TypeError naming ``owner`` and ``name``."""
+    if isinstance(shape, tuple | list) and all(
+        isinstance(d, int | np.integer) and not isinstance(d, bool) and d >= 0
+        for d in shape
+    ):
+        return tuple(int(d) for d in shape)
+    raise TypeError(
+        f"{owner}.infer_shapes: the shape of {name!r} must be a tuple of "
+        f"non-negative ints, got {shape!r}"
+    )
+
+
+def _broadcast(owner: str, shapes) -> tuple[int, ...]:
+    shapes = [tuple(s) for s in shapes]
+    try:
+        return tuple(np.broadcast_shapes(*shapes)) if shapes else ()
+    except ValueError:
+        raise ValueError(
+            f"{owner}.infer_shapes: parameter batch shapes {shapes} do not broadcast"
+        ) from None
+
+
+def _not_inferable(cls, why: str):
+    raise NotImplementedError(f"{cls.__name__}.infer_shapes is not available: {why}")
+
+
+def _split_event(owner: str, name: str, shape, event_dim: int):
+    """``(batch, event)`` parts of a parameter shape whose rightmost
+    ``event_dim`` dims are its event."""
+    if len(shape) < event_dim:
+        raise ValueError(
+            f"{owner}.infer_shapes: parameter {name!r} needs at least "
+            f"{event_dim} dims, got shape {tuple(shape)}"
+        )
+    split = len(shape) - event_dim
+    return tuple(shape[:split]), tuple(shape[split:])
+
+
+def _given_one_of(owner: str, shapes: dict, names: tuple[str, ...]) -> str:
+    """The one of ``names`` given in ``shapes``; a ValueError otherwise."""
+    given = [name for name in names if name in shapes]
+    if len(given) != 1:
+        raise ValueError(
+            f"{owner}.infer_shapes needs the shape of exactly one of "
+            f"{', '.join(names)}; got {given or 'none'}"
+        )
+    return given[0]
+
+
+def _bind_shapes(cls, args, kwargs, defaults=None) -> dict[str, tuple[int, ...]]:
+    """Name the shapes passed to ``cls.infer_shapes`` after the parameters of
+    ``cls.__init__``; drops ``None`` (parameters not given)."""
+    owner = cls.__name__
+    params = [
+        p
+        for p in list(inspect.signature(cls.__init__).parameters.values())[1:]
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and p.name != "validate_args"
+    ]
+    positional = [p.name for p in params if p.kind == p.POSITIONAL_OR_KEYWORD]
+    if len(args) > len(positional):
+        raise TypeError(
+            f"{owner}.infer_shapes takes at most {len(positional)} positional "
+            f"shapes ({', '.join(positional)}), got {len(args)}"
+        )
+    named = dict(zip(positional, args))
+    known = {p.name for p in params}
+    for name, shape in kwargs.items():
+        if name not in known:
+            raise TypeError(
+                f"{owner}.infer_shapes got an unexpected parameter {name!r}; "
+                f"expected some of {sorted(known)}"
+            )
+        if name in named:
+            raise TypeError(
+                f"{owner}.infer_shapes got multiple shapes for parameter {name!r}"
+            )
+        named[name] = shape
+    for name, shape in (defaults or {}).items():
+        named.setdefault(name, shape)
+    return {
+        name: _as_shape(owner, name, shape)
+        for name, shape in named.items()
+        if shape is not None
+    }
 
 
 def _holds(constraint, value) -> bool:
@@ -148,6 +261,60 @@ class Distribution:
         return self
 
     # -- shapes --------------------------------------------------------------
+    @classmethod
+    def infer_shapes(cls, *args, **kwargs) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """``(batch_shape, event_shape)`` of the distribution that
+        ``cls(*params)`` would build from parameters of the given shapes.
+
+        Pass the shape (a tuple) of each parameter in place of the parameter,
+        positionally or by name; leave out (or pass ``None`` for) parameters
+        not given. Shapes only: values are never looked at.
+
+        By default each parameter's rightmost ``arg_constraints[name].
+        event_dim`` dims are its event and the rest broadcast to the batch
+        shape, and draws are scalars. Families whose shapes follow another
+        rule override this, or raise ``NotImplementedError``.
+
+        >>> import probnn.distributions as dist
+        >>> dist.Normal.infer_shapes((3, 1), (4,))
+        ((3, 4), ())
+        >>> dist.MultivariateNormal.infer_shapes((2,), scale_tril=(5, 2, 2))
+        ((5,), (2,))
+        """
+        support = cls.__dict__.get("support", None)
+        if support is None:
+            for klass in cls.__mro__:
+                if "support" in klass.__dict__:
+                    support = klass.__dict__["support"]
+                    break
+        if isinstance(support, constraints.Constraint) and support.event_dim > 0:
+            raise NotImplementedError(
+                f"{cls.__name__}.infer_shapes: draws are not scalars (support "
+                f"{support!r}), so shapes cannot be inferred by the default rule"
+            )
+        arg_constraints = cls._static_arg_constraints()
+        shapes = _bind_shapes(cls, args, kwargs)
+        batch_shapes = []
+        for name, shape in shapes.items():
+            event_dim = arg_constraints.get(name, constraints.real).event_dim
+            batch_shapes.append(_split_event(cls.__name__, name, shape, event_dim)[0])
+        return _broadcast(cls.__name__, batch_shapes), ()
+
+    @classmethod
+    def _static_arg_constraints(cls) -> dict[str, constraints.Constraint]:
+        """``arg_constraints`` as known from the class alone: ``{}`` where it
+        is a property of the instance (every parameter then counts as scalar)."""
+        for klass in cls.__mro__:
+            if "arg_constraints" in klass.__dict__:
+                value = klass.__dict__["arg_constraints"]
+                return value if isinstance(value, dict) else {}
+        return {}
+
+    @property
+    def is_discrete(self) -> bool:
+        """Whether the support is discrete (a probability mass function)."""
+        return bool(self.support.is_discrete)
+
     @property
     def batch_shape(self) -> tuple[int, ...]:
         return self._batch_shape
@@ -281,6 +448,12 @@ class Distribution:
 
 class _Wrapper(Distribution):
     """A distribution built on ``base_dist``, sharing its support and sampler kind."""
+
+    @classmethod
+    def infer_shapes(cls, *args, **kwargs):
+        _not_inferable(
+            cls, "it wraps a distribution, whose shapes are not parameter shapes"
+        )
 
     @property
     def support(self):
@@ -497,6 +670,33 @@ class Delta(Distribution):
         self._event_ndim = event_dim
         super().__init__(batch_shape, shape[split:], validate_args=validate_args)
 
+    @classmethod
+    def infer_shapes(cls, *args, **kwargs):
+        """Like :meth:`Distribution.infer_shapes`; ``event_dim`` is the int
+        given to ``Delta``, not a shape."""
+        names = ("v", "log_density", "event_dim")
+        if len(args) > len(names):
+            raise TypeError(
+                f"Delta.infer_shapes takes at most 3 positional arguments, "
+                f"got {len(args)}"
+            )
+        kwargs = {**dict(zip(names, args)), **kwargs}
+        event_dim = kwargs.pop("event_dim", 0)
+        if isinstance(event_dim, bool) or not isinstance(event_dim, int | np.integer):
+            raise TypeError(
+                f"Delta.infer_shapes: event_dim must be an int, got {event_dim!r}"
+            )
+        shapes = _bind_shapes(cls, (), kwargs, {"v": (), "log_density": ()})
+        v = shapes["v"]
+        if event_dim > len(v):
+            raise ValueError(
+                f"Delta.infer_shapes: event_dim={event_dim} exceeds the "
+                f"{len(v)} dims of v"
+            )
+        split = len(v) - event_dim
+        batch_shape = _broadcast("Delta", [v[:split], shapes["log_density"]])
+        return batch_shape, v[split:]
+
     def sample(self, key, sample_shape=()):
         return jnp.broadcast_to(self.v, tuple(sample_shape) + self.shape())
 
@@ -523,6 +723,12 @@ class Unit(Distribution):
     def __init__(self, log_factor, *, validate_args=None):
         self.log_factor = log_factor
         super().__init__(jnp.shape(log_factor), (0,), validate_args=validate_args)
+
+    @classmethod
+    def infer_shapes(cls, *args, **kwargs):
+        """The batch shape is that of ``log_factor``; the event is empty, ``(0,)``."""
+        shapes = _bind_shapes(cls, args, kwargs, {"log_factor": ()})
+        return shapes["log_factor"], (0,)
 
     def sample(self, key, sample_shape=()):
         return jnp.empty(tuple(sample_shape) + self.batch_shape + (0,))

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from probnn.distributions import constraints
 from probnn.distributions.conjugate import NegativeBinomial2
 from probnn.distributions.discrete import Categorical
-from probnn.distributions.distribution import Distribution
+from probnn.distributions.distribution import Distribution, _not_inferable
 from probnn.distributions.zero_inflated import ZeroInflatedLogits, ZeroInflatedProbs
 
 __all__ = [
@@ -100,6 +100,10 @@ class _MixtureBase(Distribution):
     methods, with the components along dim ``mixture_dim``."""
 
     _mixture_size: int
+
+    @classmethod
+    def infer_shapes(cls, *args, **kwargs):
+        _not_inferable(cls, "it is built from distributions, not from parameter shapes")
 
     @property
     def mixture_size(self) -> int:

@@ -11,7 +11,14 @@ from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import betaln, digamma, gammaln
 
 from probnn.distributions import constraints
-from probnn.distributions.distribution import Distribution
+from probnn.distributions.distribution import (
+    Distribution,
+    _bind_shapes,
+    _broadcast,
+    _given_one_of,
+    _not_inferable,
+    _split_event,
+)
 from probnn.distributions.util import batch_shape_of, promote_shapes, xlogy
 
 __all__ = [
@@ -123,6 +130,14 @@ class Dirichlet(Distribution):
     reparametrized_params = ("concentration",)
     pytree_data_fields = ("concentration",)
 
+    @classmethod
+    def infer_shapes(cls, *args, **kwargs):
+        """The last dim of ``concentration`` is the event."""
+        shapes = _bind_shapes(cls, args, kwargs)
+        if "concentration" not in shapes:
+            raise ValueError("Dirichlet.infer_shapes needs the concentration shape")
+        return _split_event(cls.__name__, "concentration", shapes["concentration"], 1)
+
     def __init__(self, concentration, *, validate_args=None):
         if jnp.ndim(concentration) < 1:
             raise ValueError(
@@ -217,6 +232,23 @@ class MultivariateNormal(Distribution):
         "scale_tril",
     )
     pytree_data_fields = ("loc", "scale_tril")
+
+    @classmethod
+    def infer_shapes(cls, *args, **kwargs):
+        """Batch dims of ``loc`` (all but its last) broadcast with those of the
+        one matrix given (all but its last two)."""
+        owner = cls.__name__
+        shapes = _bind_shapes(cls, args, kwargs, {"loc": ()})
+        name = _given_one_of(
+            owner, shapes, ("covariance_matrix", "precision_matrix", "scale_tril")
+        )
+        loc_batch, loc_event = _split_event(
+            owner, "loc", shapes["loc"], min(1, len(shapes["loc"]))
+        )
+        matrix_batch, matrix_event = _split_event(owner, name, shapes[name], 2)
+        batch_shape = _broadcast(owner, [loc_batch, matrix_batch])
+        event_shape = _broadcast(owner, [loc_event, matrix_event[-1:]])
+        return batch_shape, event_shape
 
     def __init__(
         self,
@@ -342,6 +374,18 @@ class LowRankMultivariateNormal(Distribution):
     has_rsample = True
     reparametrized_params = ("loc", "cov_factor", "cov_diag")
     pytree_data_fields = ("loc", "cov_factor", "cov_diag")
+
+    @classmethod
+    def infer_shapes(cls, *args, **kwargs):
+        owner = cls.__name__
+        shapes = _bind_shapes(cls, args, kwargs)
+        missing = [n for n in ("loc", "cov_factor", "cov_diag") if n not in shapes]
+        if missing:
+            raise ValueError(f"{owner}.infer_shapes needs the shapes of {missing}")
+        loc_batch, event_shape = _split_event(owner, "loc", shapes["loc"], 1)
+        factor_batch = _split_event(owner, "cov_factor", shapes["cov_factor"], 2)[0]
+        diag_batch = _split_event(owner, "cov_diag", shapes["cov_diag"], 1)[0]
+        return _broadcast(owner, [loc_batch, factor_batch, diag_batch]), event_shape
 
     def __init__(self, loc, cov_factor, cov_diag, *, validate_args=None):
         name = "LowRankMultivariateNormal"
@@ -492,6 +536,21 @@ class MultivariateStudentT(Distribution):
     reparametrized_params = ("df", "loc", "scale_tril")
     pytree_data_fields = ("df", "loc", "scale_tril")
 
+    @classmethod
+    def infer_shapes(cls, *args, **kwargs):
+        owner = cls.__name__
+        shapes = _bind_shapes(cls, args, kwargs, {"df": (), "loc": ()})
+        if "scale_tril" not in shapes:
+            raise ValueError(f"{owner}.infer_shapes needs the scale_tril shape")
+        loc_batch, loc_event = _split_event(
+            owner, "loc", shapes["loc"], min(1, len(shapes["loc"]))
+        )
+        tril_batch, tril_event = _split_event(
+            owner, "scale_tril", shapes["scale_tril"], 2
+        )
+        batch_shape = _broadcast(owner, [shapes["df"], loc_batch, tril_batch])
+        return batch_shape, _broadcast(owner, [loc_event, tril_event[-1:]])
+
     def __init__(self, df, loc=0.0, scale_tril=None, *, validate_args=None):
         if scale_tril is None:
             raise ValueError("MultivariateStudentT: scale_tril is required")
@@ -606,6 +665,10 @@ class LKJCholesky(Distribution):
     reparametrized_params = ("concentration",)
     pytree_data_fields = ("concentration",)
     pytree_aux_fields = ("dimension", "sample_method")
+
+    @classmethod
+    def infer_shapes(cls, *args, **kwargs):
+        _not_inferable(cls, "its event shape depends on the value of dimension")
 
     def __init__(
         self,
@@ -734,6 +797,10 @@ class GaussianRandomWalk(Distribution):
     reparametrized_params = ("scale",)
     pytree_data_fields = ("scale",)
     pytree_aux_fields = ("num_steps",)
+
+    @classmethod
+    def infer_shapes(cls, *args, **kwargs):
+        _not_inferable(cls, "its event shape depends on the value of num_steps")
 
     def __init__(self, scale=1.0, num_steps: int = 1, *, validate_args=None):
         if (

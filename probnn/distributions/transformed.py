@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from probnn.distributions import constraints
-from probnn.distributions.distribution import Distribution
+from probnn.distributions.distribution import Distribution, _not_inferable
 from probnn.distributions.transforms import ComposeTransform, Transform
 from probnn.distributions.util import sum_rightmost
 
@@ -23,6 +23,12 @@ class TransformedDistribution(Distribution):
     """
 
     pytree_data_fields = ("base_dist", "transforms")
+
+    @classmethod
+    def infer_shapes(cls, *args, **kwargs):
+        _not_inferable(
+            cls, "it is built from a distribution and transforms, not parameters"
+        )
 
     def __init__(self, base_distribution, transforms, *, validate_args=None):
         if isinstance(transforms, Transform):

@@ -86,6 +86,15 @@ class Transform:
     def inv(self) -> Transform:
         return _InverseTransform(self)
 
+    @property
+    def sign(self):
+        """``+1`` where the transform is increasing, ``-1`` where decreasing
+        (elementwise transforms only)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not define a sign (it is not a known "
+            "monotone elementwise transform)"
+        )
+
     def __call__(self, x):
         raise NotImplementedError
 
@@ -128,6 +137,10 @@ class _InverseTransform(Transform):
     def inv(self):
         return self.base
 
+    @property
+    def sign(self):
+        return self.base.sign
+
     def __call__(self, y):
         return self.base._inverse(y)
 
@@ -148,6 +161,8 @@ class _InverseTransform(Transform):
 
 
 class IdentityTransform(Transform):
+    sign = 1
+
     def __call__(self, x):
         return x
 
@@ -160,6 +175,7 @@ class IdentityTransform(Transform):
 
 class ExpTransform(Transform):
     codomain = constraints.positive
+    sign = 1
 
     def __call__(self, x):
         return jnp.exp(x)
@@ -211,6 +227,10 @@ class AffineTransform(Transform):
             )
         return constraints.independent(codomain, event_dim) if event_dim else codomain
 
+    @property
+    def sign(self):
+        return jnp.sign(self.scale)
+
     def __call__(self, x):
         return self.loc + self.scale * x
 
@@ -233,6 +253,7 @@ class AffineTransform(Transform):
 
 class SigmoidTransform(Transform):
     codomain = constraints.unit_interval
+    sign = 1
 
     def __call__(self, x):
         return _clip_unit(jax.nn.sigmoid(x))
@@ -247,6 +268,7 @@ class SigmoidTransform(Transform):
 
 class SoftplusTransform(Transform):
     codomain = constraints.softplus_positive
+    sign = 1
 
     def __call__(self, x):
         return jax.nn.softplus(x)
@@ -284,6 +306,10 @@ class PowerTransform(Transform):
 
     def __init__(self, exponent):
         self.exponent = exponent
+
+    @property
+    def sign(self):
+        return jnp.sign(self.exponent)
 
     def __call__(self, x):
         return jnp.power(x, self.exponent)
@@ -596,6 +622,13 @@ class ComposeTransform(Transform):
         if not parts:
             raise ValueError("ComposeTransform: parts must not be empty")
         self.parts = list(parts)
+
+    @property
+    def sign(self):
+        sign = 1
+        for part in self.parts:
+            sign = sign * part.sign
+        return sign
 
     def _event_dims(self):
         """Input event rank of the composition, and of each part's input."""

@@ -9,7 +9,10 @@ import numpy as np
 from probnn.distributions import constraints
 from probnn.distributions._discrete_special import _float, _promote
 from probnn.distributions.discrete import Poisson
-from probnn.distributions.distribution import Distribution
+from probnn.distributions.distribution import (
+    Distribution,
+    _not_inferable,
+)
 from probnn.distributions.util import log_sigmoid_pair
 
 __all__ = ["ZeroInflatedLogits", "ZeroInflatedPoisson", "ZeroInflatedProbs"]
@@ -28,6 +31,12 @@ class ZeroInflatedProbs(Distribution):
 
     arg_constraints = {"gate": constraints.unit_interval}
     pytree_data_fields = ("base_dist", "gate")
+
+    @classmethod
+    def infer_shapes(cls, *args, **kwargs):
+        _not_inferable(
+            cls, "it wraps base_dist, a distribution rather than a parameter shape"
+        )
 
     def __init__(self, base_dist, gate, *, validate_args=None):
         self.base_dist, self.gate, batch_shape = self._setup(base_dist, gate)
@@ -136,6 +145,10 @@ class ZeroInflatedPoisson(ZeroInflatedProbs):
     arg_constraints = {"gate": constraints.unit_interval, "rate": constraints.positive}
     support = constraints.nonnegative_integer
     pytree_data_fields = ("base_dist", "gate", "rate")
+
+    @classmethod
+    def infer_shapes(cls, *args, **kwargs):
+        return Distribution.infer_shapes.__func__(cls, *args, **kwargs)
 
     def __init__(self, gate, rate=1.0, *, validate_args=None):
         gate, self.rate = _promote(gate, rate)
