@@ -13,7 +13,7 @@
 
 from probnn import diagnostics, distributions, handlers, infer, nn, ops, optim, util
 from probnn.control_flow import scan
-from probnn.distributions import enable_validation
+from probnn.distributions import enable_validation, validation_enabled
 from probnn.nn import random_module
 from probnn.primitives import (
     deterministic,
@@ -58,4 +58,5 @@ __all__ = [
     "set_platform",
     "subsample",
     "util",
+    "validation_enabled",
 ]

@@ -1,17 +1,29 @@
-"""Process-wide JAX settings that NumPyro scripts set in their first lines:
-the platform, 64-bit floats and the number of CPU devices.
+"""Process-wide JAX settings that NumPyro scripts set in their first lines
+(the platform, 64-bit floats and the number of CPU devices), and
+:func:`fori_collect`, a loop that keeps what each iteration produces.
 
-Each one is a thin call into ``jax.config``; they are here so that a script
-that starts with ``numpyro.set_platform("cpu")`` or
+Each setting is a thin call into ``jax.config``; they are here so that a
+script that starts with ``numpyro.set_platform("cpu")`` or
 ``numpyro.set_host_device_count(4)`` ports by changing the import.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+
+__all__ = [
+    "enable_x64",
+    "fori_collect",
+    "identity",
+    "set_host_device_count",
+    "set_platform",
+]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
@@ -78,3 +90,122 @@ def set_host_device_count(n: int) -> None:
             "(with their devices fixed); call it before any JAX computation, "
             "right after the imports"
         ) from error
+
+
+def identity(x, *args, **kwargs):
+    """Return ``x`` unchanged (further arguments are ignored)."""
+    return x
+
+
+def fori_collect(
+    lower: int,
+    upper: int,
+    body_fun: Callable,
+    init_val: Any,
+    transform: Callable = identity,
+    progbar: bool = True,
+    progress_rate: int | None = None,
+    return_last_val: bool = False,
+    collection_size: int | None = None,
+    thinning: int = 1,
+    **progbar_opts,
+):
+    """Run ``val = body_fun(val)`` ``upper`` times from ``init_val`` and keep
+    ``transform(val)`` of the iterations from ``lower`` on, stacked along a
+    new leading axis of every leaf.
+
+    Args:
+        lower: iterations before this one (counting from 0) are run but not
+            kept (e.g. warmup).
+        upper: the number of iterations.
+        body_fun: one iteration; returns a value of the structure, shapes and
+            dtypes of its argument.
+        init_val: the starting value (any pytree).
+        transform: maps a value to what is kept.
+        progbar: show a tqdm bar and run the iterations one compiled step at a
+            time; without it the whole loop is one compiled ``fori_loop``
+            (faster).
+        progress_rate: iterations per bar refresh (default: a twentieth of
+            ``upper``).
+        return_last_val: also return the last value.
+        collection_size: length of the collection's leading axis; at least
+            ``(upper - lower) // thinning`` (the default), and entries past
+            those are zeros.
+        thinning: keep the last of every block of ``thinning`` iterations,
+            counting blocks back from the end.
+        **progbar_opts: ``progbar_desc`` (a function of the iteration
+            returning the bar's label) and ``diagnostics_fn`` (a function of
+            the current value returning the bar's postfix text).
+
+    Returns:
+        The collection, or ``(collection, last value)`` with
+        ``return_last_val``.
+
+    >>> import jax.numpy as jnp
+    >>> kept = fori_collect(2, 10, lambda x: x + 1, jnp.zeros(()), thinning=2,
+    ...                     progbar=False)
+    >>> kept.tolist()  # the values after iterations 4, 6, 8 and 10
+    [4.0, 6.0, 8.0, 10.0]
+    """
+    for name, value, low in (("lower", lower, 0), ("thinning", thinning, 1)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise TypeError(f"fori_collect: {name} must be an int, got {value!r}")
+        if value < low:
+            raise ValueError(f"fori_collect: {name} must be >= {low}, got {value!r}")
+    if not lower <= upper:
+        raise ValueError(
+            f"fori_collect: lower ({lower}) must not be greater than upper ({upper})"
+        )
+    kept = (upper - lower) // thinning
+    size = kept if collection_size is None else int(collection_size)
+    if size < kept:
+        raise ValueError(
+            f"fori_collect: collection_size={size} is smaller than the "
+            f"{kept} values kept"
+        )
+    # the first iteration of the first full block of `thinning`
+    start = lower + (upper - lower) % thinning
+    shapes = jax.eval_shape(transform, init_val)
+    collection = jax.tree.map(lambda s: jnp.zeros((size, *s.shape), s.dtype), shapes)
+
+    def step(i, val, collection):
+        val = body_fun(val)
+        slot = (i - start) // thinning
+
+        def store(collection):
+            return jax.tree.map(
+                lambda rows, x: rows.at[slot].set(x), collection, transform(val)
+            )
+
+        if size:
+            collection = jax.lax.cond(i >= start, store, lambda c: c, collection)
+        return val, collection
+
+    progbar_opts.pop("num_chains", None)
+    describe = progbar_opts.pop("progbar_desc", None)
+    diagnostics_fn = progbar_opts.pop("diagnostics_fn", None)
+    if not progbar:
+
+        @jax.jit
+        def loop(val, collection):
+            return jax.lax.fori_loop(
+                0, upper, lambda i, c: step(i, *c), (val, collection)
+            )
+
+        last_val, collection = loop(init_val, collection)
+    else:
+        from tqdm.auto import trange
+
+        if progress_rate is None:
+            progress_rate = max(1, upper // 20)
+        compiled = jax.jit(step)
+        val = init_val
+        with trange(upper, miniters=progress_rate, **progbar_opts) as bar:
+            for i in bar:
+                val, collection = compiled(i, val, collection)
+                if describe is not None:
+                    bar.set_description(describe(i), refresh=False)
+                if diagnostics_fn is not None:
+                    bar.set_postfix_str(diagnostics_fn(val), refresh=False)
+        last_val = val
+    return (collection, last_val) if return_last_val else collection

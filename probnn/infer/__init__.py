@@ -25,6 +25,7 @@ from probnn.infer.predictive import Predictive, log_likelihood
 from probnn.infer.svi import SVI, SVIRunResult, SVIState, shard_state
 from probnn.infer.util import (
     constrain_fn,
+    initialize_model,
     log_density,
     potential_energy,
     transform_fn,
@@ -50,6 +51,7 @@ __all__ = [
     "config_enumerate",
     "constrain_fn",
     "infer_discrete",
+    "initialize_model",
     "init_to_feasible",
     "init_to_mean",
     "init_to_median",

@@ -19,13 +19,21 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from probnn.enumeration import is_enumerated
 from probnn.handlers import block, is_typed_key, seed, substitute, trace
 from probnn.infer import hmc_util as hu
 from probnn.infer.initialization import init_to_uniform
-from probnn.infer.util import constrain_fn, potential_energy, site_transform
+from probnn.infer.util import (
+    ParamInfo,
+    constrain_fn,
+    latent_site_names,
+    potential_energy,
+    search_valid_point,
+    strategy_point,
+    unconstrained_point,
+    value_and_grad_fn,
+)
 
-__all__ = ["HMC", "HMCState", "NUTS"]
+__all__ = ["HMC", "HMCState", "NUTS", "hmc"]
 
 MAX_DELTA_ENERGY = 1000.0
 
@@ -60,18 +68,7 @@ def _latent_point(model, args, kwargs) -> dict:
     def run():
         with block():
             model_trace = trace(seed(model, rng_seed=0)).get_trace(*args, **kwargs)
-        point = {}
-        for name, site in model_trace.items():
-            if site["type"] != "sample" or site["is_observed"] or is_enumerated(site):
-                continue
-            if site["fn"].support.is_discrete:
-                raise ValueError(
-                    f"sample site {name!r} is discrete; HMC and NUTS need it summed "
-                    "out: mark it infer={'enumerate': 'parallel'} (or use "
-                    "config_enumerate)"
-                )
-            point[name] = site_transform(site).inv(site["value"])
-        return point
+        return unconstrained_point(model_trace, latent_site_names(model_trace))
 
     shapes = jax.eval_shape(run)
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
@@ -231,11 +228,6 @@ class HMC:
         else:
             example = self._latent_example(model_args, model_kwargs, traced_args)
             self._latent_names = list(example)
-            if not self._latent_names:
-                raise ValueError(
-                    f"{name}: the model has no latent sites to sample (every sample "
-                    "site is observed or enumerated)"
-                )
         _, unravel = ravel_pytree(example)
         self._unravel = unravel
         self._example = example
@@ -272,15 +264,7 @@ class HMC:
             def potential(flat):
                 return potential_energy(model, model_args, model_kwargs, unravel(flat))
 
-        if self.forward_mode_differentiation:
-
-            def potential_and_grad(flat):
-                value = potential(flat)
-                grad = jax.jacfwd(potential)(flat)
-                return value, grad
-
-            return potential_and_grad
-        return jax.value_and_grad(potential)
+        return value_and_grad_fn(potential, self.forward_mode_differentiation)
 
     def initial_point(self, key, model_args, model_kwargs, init_params=None):
         """``(flat point, potential, gradient, ok)``: ``init_params`` if
@@ -294,39 +278,17 @@ class HMC:
 
         if init_params is not None:
             return evaluate(ravel_pytree(init_params)[0])
-        names = self._latent_names
-        model, strategy = self.model, self.init_strategy
+        propose = strategy_point(
+            self.model, self.init_strategy, self._latent_names, model_args, model_kwargs
+        )
 
-        def attempt(key):
-            seeded = seed(model, rng_seed=key)
-            with block():
-                model_trace = trace(
-                    substitute(seeded, substitute_fn=strategy)
-                ).get_trace(*model_args, **model_kwargs)
-            point = {
-                n: site_transform(model_trace[n]).inv(model_trace[n]["value"])
-                for n in names
-            }
-            return evaluate(ravel_pytree(point)[0])
-
-        def not_done(carry):
-            _, (_, _, _, ok), count = carry
-            return (count == 0) | (~ok & (count < 100))
-
-        def retry(carry):
-            key, _, count = carry
-            key, sub = jax.random.split(key)
-            return key, attempt(sub), count + 1
+        def evaluate_point(flat):
+            return evaluate(flat)[1:]
 
         example = jnp.zeros(ravel_pytree(self._example)[0].shape)
-        dtype = example.dtype
-        start = (
-            key,
-            (example, jnp.zeros((), dtype), example, jnp.zeros((), bool)),
-            0,
+        return search_valid_point(
+            key, lambda k: ravel_pytree(propose(k))[0], evaluate_point, example
         )
-        _, result, _ = jax.lax.while_loop(not_done, retry, start)
-        return result
 
     def nonfinite_sites(self, flat, model_args, model_kwargs) -> list:
         """Sites whose log density is not finite at ``flat`` (for errors)."""
@@ -414,7 +376,11 @@ class HMC:
         scale = hu.momentum_scale_of(inverse_mass)
         step = jnp.asarray(self.step_size, dtype)
         key, step_key = jax.random.split(key)
-        if self.find_heuristic_step_size or (self.adapt_step_size and num_warmup > 0):
+        # without latent sites every step is accepted: nothing to search
+        searching = self.find_heuristic_step_size or (
+            self.adapt_step_size and num_warmup > 0
+        )
+        if searching and size > 0:
             step = hu.find_reasonable_step_size(
                 potential_and_grad,
                 inverse_mass,
@@ -900,3 +866,179 @@ class NUTS(HMC):
             accept_prob,
             tree.diverging,
         )
+
+
+# -- the functional interface ----------------------------------------------------------
+
+
+class _GeneratedPotential(NUTS):
+    """A kernel whose potential is ``potential_fn_gen(*args, **kwargs)``: a
+    function of the model arguments that each call receives."""
+
+    def __init__(self, potential_fn_gen, algo, **options):
+        self._algo = algo
+        self._potential_fn_gen = potential_fn_gen
+        super().__init__(potential_fn=potential_fn_gen, **options)
+
+    def _transition(self, *args):
+        if self._algo == "HMC":
+            return HMC._transition(self, *args)
+        return NUTS._transition(self, *args)
+
+    def _potential(self, model_args, model_kwargs):
+        fn = self._potential_fn_gen(*model_args, **model_kwargs)
+        unravel = self._unravel
+        return value_and_grad_fn(
+            lambda flat: fn(unravel(flat)), self.forward_mode_differentiation
+        )
+
+
+def hmc(
+    potential_fn: Callable | None = None,
+    potential_fn_gen: Callable | None = None,
+    kinetic_fn=None,
+    algo: str = "NUTS",
+):
+    """HMC or NUTS as a pair of pure functions ``(init_kernel,
+    sample_kernel)``, for driving a chain by hand (e.g. with
+    :func:`probnn.util.fori_collect`) instead of through :class:`MCMC`.
+
+    Args:
+        potential_fn: the potential energy, a function of a pytree of
+            unconstrained values (e.g. ``initialize_model(...).potential_fn``).
+        potential_fn_gen: instead of ``potential_fn``, a function of the model
+            arguments returning the potential (e.g. from
+            ``initialize_model(..., dynamic_args=True)``); ``init_kernel`` and
+            ``sample_kernel`` then take ``model_args`` and ``model_kwargs``.
+        kinetic_fn: not supported (the kinetic energy is Gaussian); must be
+            None.
+        algo: ``"NUTS"`` or ``"HMC"`` (a fixed trajectory length).
+
+    ``init_kernel(init_params, num_warmup, step_size=1.0,
+    inverse_mass_matrix=None, adapt_step_size=True, adapt_mass_matrix=True,
+    dense_mass=False, target_accept_prob=0.8, *, num_steps=None,
+    trajectory_length=2*pi, max_tree_depth=10, find_heuristic_step_size=False,
+    forward_mode_differentiation=False, regularize_mass_matrix=True,
+    model_args=(), model_kwargs=None, rng_key=None)`` returns the first
+    :class:`HMCState`; ``init_params`` is a pytree of unconstrained values or
+    a :class:`probnn.infer.util.ParamInfo` (whose potential energy and
+    gradient are then reused). ``sample_kernel(state, model_args=(),
+    model_kwargs=None)`` returns the next state; the first ``num_warmup``
+    calls adapt the step size and mass matrix. In these states ``z``,
+    ``z_grad`` and ``r`` are shaped like ``init_params``.
+
+    The settings are those of :class:`HMC` and :class:`NUTS`;
+    ``trajectory_length`` and ``num_steps`` apply to ``algo="HMC"`` only.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from probnn.util import fori_collect
+    >>> potential = lambda z: 0.5 * jnp.sum((z["x"] - 3.0) ** 2)
+    >>> init_kernel, sample_kernel = hmc(potential, algo="NUTS")
+    >>> state = init_kernel({"x": jnp.zeros(2)}, num_warmup=200)
+    >>> draws = fori_collect(200, 1200, sample_kernel, state,
+    ...                      transform=lambda s: s.z["x"], progbar=False)
+    >>> draws.shape, bool(jnp.all(jnp.abs(draws.mean(0) - 3.0) < 0.3))
+    ((1000, 2), True)
+    """
+    if (potential_fn is None) == (potential_fn_gen is None):
+        raise ValueError("hmc: pass exactly one of potential_fn= or potential_fn_gen=")
+    if kinetic_fn is not None:
+        raise NotImplementedError(
+            "hmc: kinetic_fn is not supported; the kinetic energy is Gaussian with "
+            "the (adapted) mass matrix"
+        )
+    if algo not in ("HMC", "NUTS"):
+        raise ValueError(f"hmc: algo must be 'HMC' or 'NUTS', got {algo!r}")
+    kernel = None
+
+    def init_kernel(
+        init_params,
+        num_warmup,
+        step_size=1.0,
+        inverse_mass_matrix=None,
+        adapt_step_size=True,
+        adapt_mass_matrix=True,
+        dense_mass=False,
+        target_accept_prob=0.8,
+        *,
+        num_steps=None,
+        trajectory_length=2 * math.pi,
+        max_tree_depth=10,
+        find_heuristic_step_size=False,
+        forward_mode_differentiation=False,
+        regularize_mass_matrix=True,
+        model_args=(),
+        model_kwargs=None,
+        rng_key=None,
+    ) -> HMCState:
+        nonlocal kernel
+        model_kwargs = {} if model_kwargs is None else model_kwargs
+        rng_key = jax.random.PRNGKey(0) if rng_key is None else rng_key
+        options = dict(
+            step_size=step_size,
+            inverse_mass_matrix=inverse_mass_matrix,
+            adapt_step_size=adapt_step_size,
+            adapt_mass_matrix=adapt_mass_matrix,
+            dense_mass=dense_mass,
+            target_accept_prob=target_accept_prob,
+            find_heuristic_step_size=find_heuristic_step_size,
+            forward_mode_differentiation=forward_mode_differentiation,
+            regularize_mass_matrix=regularize_mass_matrix,
+        )
+        if algo == "HMC":
+            if potential_fn_gen is not None:
+                new = _GeneratedPotential(potential_fn_gen, algo, **options)
+                new.num_steps = num_steps
+                new.trajectory_length = trajectory_length
+            else:
+                new = HMC(
+                    potential_fn=potential_fn,
+                    num_steps=num_steps,
+                    trajectory_length=trajectory_length,
+                    **options,
+                )
+        else:
+            if potential_fn_gen is not None:
+                new = _GeneratedPotential(
+                    potential_fn_gen, algo, max_tree_depth=max_tree_depth, **options
+                )
+            else:
+                new = NUTS(
+                    potential_fn=potential_fn, max_tree_depth=max_tree_depth, **options
+                )
+        if isinstance(init_params, ParamInfo):
+            z, value, grad = init_params
+        else:
+            z, value, grad = init_params, None, None
+        new.setup(model_args, model_kwargs, z)
+        flat = ravel_pytree(z)[0]
+        if value is None or grad is None:
+            value, flat_grad = new._potential(model_args, model_kwargs)(flat)
+        else:
+            flat_grad = ravel_pytree(grad)[0]
+        state = new.init_state(
+            rng_key, flat, value, flat_grad, int(num_warmup), model_args, model_kwargs
+        )
+        kernel = new
+        return _as_tree(state, new._unravel)
+
+    def sample_kernel(hmc_state, model_args=(), model_kwargs=None) -> HMCState:
+        if kernel is None:
+            raise RuntimeError("hmc: call init_kernel before sample_kernel")
+        model_kwargs = {} if model_kwargs is None else model_kwargs
+        state = kernel.sample(_as_flat(hmc_state), model_args, model_kwargs)
+        return _as_tree(state, kernel._unravel)
+
+    return init_kernel, sample_kernel
+
+
+def _as_tree(state: HMCState, unravel) -> HMCState:
+    """The state with ``z``, ``z_grad`` and ``r`` shaped like the point."""
+    return state._replace(
+        z=unravel(state.z), z_grad=unravel(state.z_grad), r=unravel(state.r)
+    )
+
+
+def _as_flat(state: HMCState) -> HMCState:
+    flat = lambda tree: ravel_pytree(tree)[0]  # noqa: E731
+    return state._replace(z=flat(state.z), z_grad=flat(state.z_grad), r=flat(state.r))

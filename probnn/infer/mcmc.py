@@ -89,10 +89,24 @@ def _check_traceable(args, kwargs):
             )
 
 
-def _field(state: HMCState, name: str):
-    if name.startswith("adapt_state."):
-        return getattr(state.adapt_state, name.split(".", 1)[1])
-    return getattr(state, name)
+# state fields holding a flat vector shaped like the latent point
+_POINT_FIELDS = ("z", "z_grad", "r")
+
+
+def _field(state: HMCState, name: str, unravel=None):
+    """The state's field ``name``, a dotted path such as
+    ``"adapt_state.step_size"`` or ``"z.a"`` (site ``a`` of the unconstrained
+    point): attributes of named tuples, keys of dicts."""
+    first, *rest = name.split(".")
+    value = getattr(state, first)
+    if rest and first in _POINT_FIELDS and unravel is not None:
+        value = unravel(value)
+    for part in rest:
+        if isinstance(value, dict):
+            value = value[part]
+        else:
+            value = getattr(value, part)
+    return value
 
 
 class MCMC:
@@ -257,12 +271,24 @@ class MCMC:
         collect=True,
     ):
         kernel = self.sampler
+        sample_field = kernel.sample_field
+        removed = []
         for name in extra_fields:
-            if name.split(".", 1)[0] not in _STATE_FIELDS:
+            if name.startswith(f"~{sample_field}."):
+                # "~z.a": leave site a out of the samples
+                removed.append(name[len(sample_field) + 2 :])
+            elif name.split(".", 1)[0] not in _STATE_FIELDS:
                 raise ValueError(
                     f"MCMC: extra field {name!r} is not a state field; choose from "
-                    f"{sorted(_STATE_FIELDS)}"
+                    f"{sorted(_STATE_FIELDS)} (a dotted path such as 'z.a' or "
+                    "'adapt_state.step_size' reaches inside one)"
                 )
+        # the sample field itself is what get_samples returns
+        extra_fields = tuple(
+            name
+            for name in extra_fields
+            if name != sample_field and not name.startswith("~")
+        )
         start_state = self.post_warmup_state or self._warmup_state
         one_init = None
         if init_params is not None and self.num_chains > 1:
@@ -339,7 +365,10 @@ class MCMC:
                     )
                 ),
             )
-            self._samples = postprocess(draws, args, kwargs)
+            samples = postprocess(draws, args, kwargs)
+            if removed and isinstance(samples, dict):
+                samples = {k: v for k, v in samples.items() if k not in removed}
+            self._samples = samples
             self._extra = extras
         elif not warmup_only:
             self._samples, self._extra = {}, {}
@@ -378,6 +407,9 @@ class MCMC:
             lambda: jax.jit(jax.vmap(bind(init_one), in_axes=(0, 0, None, None))),
         )
         states, ok, flats = init(keys, init_params, args, kwargs)
+        if isinstance(ok, jax.core.Tracer):
+            # run inside the caller's jit: nothing to check on the host
+            return states
         ok = np.asarray(ok)
         if not ok.all():
             chain = int(np.argmin(ok))
@@ -460,7 +492,8 @@ class MCMC:
                 state = kernel.sample(state, args, kwargs)
                 report(i, num_warmup, chunk_warm, "warmup")
                 report(i - num_warmup, num_draws, chunk_draw, "sample")
-                return state, (state.z, {f: _field(state, f) for f in fields})
+                extras = {f: _field(state, f, kernel._unravel) for f in fields}
+                return state, (state.z, extras)
 
             state, (draws, extras) = jax.lax.scan(step, state, jnp.arange(total))
             cut = lambda x: x[num_warmup:]  # noqa: E731
@@ -574,7 +607,8 @@ class MCMC:
         the number of divergences when ``"diverging"`` was collected."""
         samples = self.get_samples(group_by_chain=True)
         if exclude_deterministic and self.sampler.model is not None:
-            latent = set(getattr(self.sampler, "_latent_names", None) or samples)
+            names = getattr(self.sampler, "_latent_names", None)
+            latent = set(samples if names is None else names)
             samples = {k: v for k, v in samples.items() if k in latent}
         divergences = None
         if self._extra and "diverging" in self._extra:

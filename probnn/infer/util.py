@@ -3,19 +3,28 @@ unconstrained space."""
 
 from __future__ import annotations
 
+import functools
+from collections import namedtuple
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 
 from probnn.distributions import constraints
 from probnn.distributions.transforms import biject_to
 from probnn.distributions.util import sum_rightmost
 from probnn.enumeration import enum, is_enumerated
-from probnn.handlers import seed, substitute, trace
+from probnn.handlers import block, is_typed_key, seed, substitute, trace
+from probnn.infer.initialization import init_to_uniform
 from probnn.runtime import Message, Messenger
 
 __all__ = [
+    "ModelInfo",
+    "ParamInfo",
     "constrain_fn",
+    "get_potential_fn",
+    "initialize_model",
     "log_density",
     "potential_energy",
     "site_log_prob",
@@ -254,3 +263,286 @@ def potential_energy(
             log_det = site["scale"] * log_det
         log_joint = log_joint + jnp.sum(log_det)
     return -log_joint
+
+
+# -- starting points for gradient-based samplers ---------------------------------------
+
+ModelInfo = namedtuple(
+    "ModelInfo", ["param_info", "potential_fn", "postprocess_fn", "model_trace"]
+)
+ModelInfo.__doc__ = """What :func:`initialize_model` finds: the starting point
+(a :class:`ParamInfo`), the potential and postprocessing functions, and the
+trace of the model at its initial values."""
+
+ParamInfo = namedtuple("ParamInfo", ["z", "potential_energy", "z_grad"])
+ParamInfo.__doc__ = """A point in unconstrained space by site name (``z``),
+with the potential energy there and its gradient (shaped like ``z``)."""
+
+
+def latent_site_names(model_trace) -> list:
+    """The sites a gradient-based sampler moves: unobserved, continuous
+    sample sites that are not summed out by enumeration. A discrete site
+    that is not marked for enumeration is an error."""
+    names = []
+    for name, site in model_trace.items():
+        if site["type"] != "sample" or site["is_observed"] or is_enumerated(site):
+            continue
+        if site["fn"].support.is_discrete:
+            raise ValueError(
+                f"sample site {name!r} is discrete; HMC and NUTS need it summed "
+                "out: mark it infer={'enumerate': 'parallel'} (or use "
+                "config_enumerate)"
+            )
+        names.append(name)
+    return names
+
+
+def unconstrained_point(model_trace, names) -> dict:
+    """The values of the sites ``names`` of a trace, in unconstrained space."""
+    return {
+        n: site_transform(model_trace[n]).inv(model_trace[n]["value"]) for n in names
+    }
+
+
+def strategy_point(model, strategy, names, model_args, model_kwargs):
+    """A function of a random key: the unconstrained point the initialization
+    ``strategy`` picks for the sites ``names``."""
+
+    def propose(key):
+        seeded = seed(model, rng_seed=key)
+        with block():
+            model_trace = trace(substitute(seeded, substitute_fn=strategy)).get_trace(
+                *model_args, **model_kwargs
+            )
+        return unconstrained_point(model_trace, names)
+
+    return propose
+
+
+def value_and_grad_fn(fn: Callable, forward_mode: bool = False) -> Callable:
+    """``x -> (fn(x), gradient)`` by reverse mode, or by forward mode (which
+    also differentiates through ``while_loop``)."""
+    if not forward_mode:
+        return jax.value_and_grad(fn)
+
+    def value_and_grad(x):
+        return fn(x), jax.jacfwd(fn)(x)
+
+    return value_and_grad
+
+
+def search_valid_point(key, propose, evaluate, prototype, max_tries: int = 100):
+    """Draw points with ``propose(key)`` until ``evaluate(point)`` says they
+    are usable, at most ``max_tries`` times, inside one ``while_loop``.
+
+    ``evaluate`` returns ``(value, grad, ok)``; ``prototype`` is a point of
+    the right structure. Returns ``(point, value, grad, ok)`` of the last
+    attempt."""
+
+    def not_done(carry):
+        _, (_, _, _, ok), count = carry
+        return (count == 0) | (~ok & (count < max_tries))
+
+    def retry(carry):
+        key, _, count = carry
+        key, sub = jax.random.split(key)
+        point = propose(sub)
+        return key, (point, *evaluate(point)), count + 1
+
+    zeros = jax.tree.map(jnp.zeros_like, prototype)
+    dtype = jnp.result_type(*jax.tree.leaves(prototype), float)
+    start = (key, (zeros, jnp.zeros((), dtype), zeros, jnp.zeros((), bool)), 0)
+    _, result, _ = jax.lax.while_loop(not_done, retry, start)
+    return result
+
+
+def initialize_model(
+    rng_key,
+    model: Callable,
+    *,
+    init_strategy: Callable = init_to_uniform,
+    dynamic_args: bool = False,
+    model_args: tuple = (),
+    model_kwargs: dict | None = None,
+    forward_mode_differentiation: bool = False,
+    validate_grad: bool = True,
+) -> ModelInfo:
+    """Find a starting point for a gradient-based sampler, with the functions
+    it needs: the potential energy and the map back to constrained values.
+
+    Args:
+        rng_key: a random key; a batch of keys (leading axis) gives a batch
+            of starting points.
+        model: the model.
+        init_strategy: where the latent sites start (see
+            :mod:`probnn.infer.initialization`); points whose potential (or
+            gradient, with ``validate_grad``) is not finite are redrawn, up
+            to 100 times.
+        dynamic_args: return ``potential_fn`` and ``postprocess_fn`` as
+            functions of ``(*model_args, **model_kwargs)`` that return the
+            functions of the latent values, so one can change the data.
+        model_args: positional arguments of the model.
+        model_kwargs: keyword arguments of the model.
+        forward_mode_differentiation: compute the initial gradient by forward
+            mode.
+        validate_grad: require a finite gradient at the starting point.
+
+    Returns:
+        A :class:`ModelInfo` ``(param_info, potential_fn, postprocess_fn,
+        model_trace)``: ``param_info`` is a :class:`ParamInfo` of
+        unconstrained values by site name, ``potential_fn`` maps such a dict
+        to the potential energy, ``postprocess_fn`` maps it to constrained
+        values together with the deterministic sites, and ``model_trace`` is
+        the model's trace at the strategy's (first) values.
+
+    >>> import jax, probnn, probnn.distributions as dist
+    >>> def model():
+    ...     probnn.sample("s", dist.LogNormal(0.0, 1.0))
+    >>> info = initialize_model(jax.random.PRNGKey(0), model)
+    >>> sorted(info.param_info.z)
+    ['s']
+    >>> z = {"s": 0.0}
+    >>> round(float(info.potential_fn(z)), 4), float(info.postprocess_fn(z)["s"])
+    (0.9189, 1.0)
+    """
+    model_kwargs = {} if model_kwargs is None else model_kwargs
+    keys = jnp.asarray(rng_key)
+    batch_shape = keys.shape if is_typed_key(keys) else keys.shape[:-1]
+    if len(batch_shape) > 1:
+        raise ValueError(
+            f"initialize_model: rng_key must be one key or a batch of keys along "
+            f"one axis, got shape {keys.shape}"
+        )
+    first_key = keys[0] if batch_shape else keys
+    model_trace = trace(
+        substitute(seed(model, first_key), substitute_fn=init_strategy)
+    ).get_trace(*model_args, **model_kwargs)
+    names = latent_site_names(model_trace)
+    # param sites (e.g. network weights) keep the values the trace drew
+    param_values = {
+        name: site["value"]
+        for name, site in model_trace.items()
+        if site["type"] == "param"
+    }
+    fixed = substitute(model, data=param_values) if param_values else model
+
+    def potential_of(args, kwargs):
+        def potential_fn(params):
+            return potential_energy(fixed, args, kwargs, params)
+
+        return potential_fn
+
+    def postprocess_of(args, kwargs):
+        def postprocess_fn(params):
+            return constrain_fn(fixed, args, kwargs, params, return_deterministic=True)
+
+        return postprocess_fn
+
+    potential = potential_of(model_args, model_kwargs)
+    value_and_grad = value_and_grad_fn(potential, forward_mode_differentiation)
+
+    def evaluate(params):
+        value, grad = value_and_grad(params)
+        ok = jnp.isfinite(value)
+        if validate_grad:
+            ok = ok & jnp.all(jnp.isfinite(ravel_pytree(grad)[0]))
+        return value, grad, ok
+
+    propose = strategy_point(fixed, init_strategy, names, model_args, model_kwargs)
+    prototype = unconstrained_point(model_trace, names)
+
+    def search(key):
+        return search_valid_point(key, propose, evaluate, prototype)
+
+    if batch_shape:
+        search = jax.vmap(search)
+    z, value, grad, ok = search(keys)
+    if not isinstance(ok, jax.core.Tracer) and not bool(jnp.all(ok)):
+        raise RuntimeError(
+            "initialize_model: found no initial point with a finite potential "
+            "energy" + (" and gradient" if validate_grad else "") + " after 100 "
+            "attempts; check the model and its data, or the init strategy"
+        )
+    if dynamic_args:
+
+        def potential_fn(*args, **kwargs):
+            return potential_of(args, kwargs)
+
+        def postprocess_fn(*args, **kwargs):
+            return postprocess_of(args, kwargs)
+
+    else:
+        potential_fn = potential
+        postprocess_fn = postprocess_of(model_args, model_kwargs)
+    return ModelInfo(
+        ParamInfo(z, value, grad), potential_fn, postprocess_fn, model_trace
+    )
+
+
+def get_potential_fn(
+    model: Callable,
+    inv_transforms: dict,
+    *,
+    enum: bool = False,
+    replay_model: bool = False,
+    dynamic_args: bool = False,
+    model_args: tuple = (),
+    model_kwargs: dict | None = None,
+):
+    """``(potential_fn, postprocess_fn)`` of ``model`` (NumPyro's function of
+    that name).
+
+    ``potential_fn`` maps unconstrained latent values (a dict by site name)
+    to the potential energy, :func:`potential_energy`; ``postprocess_fn``
+    maps them to constrained values: by ``inv_transforms`` (a dict of
+    bijections by site name, as :func:`transform_fn` takes them), or, with
+    ``replay_model``, by running the model, which also gives its
+    deterministic sites (:func:`constrain_fn`). With ``dynamic_args`` both
+    are functions of ``(*model_args, **model_kwargs)`` returning those
+    functions. Sites marked for enumeration are summed out whatever
+    ``enum`` says (the argument is accepted for NumPyro's signature).
+
+    >>> import probnn, probnn.distributions as dist
+    >>> from probnn.distributions.transforms import ExpTransform
+    >>> model = lambda: probnn.sample("s", dist.LogNormal(0.0, 1.0))
+    >>> potential_fn, postprocess_fn = get_potential_fn(model, {"s": ExpTransform()})
+    >>> z = {"s": 0.0}
+    >>> round(float(potential_fn(z)), 4), float(postprocess_fn(z)["s"])
+    (0.9189, 1.0)
+    """
+    del enum  # enumerated sites are always summed out
+    if not isinstance(inv_transforms, dict):
+        raise TypeError(
+            "get_potential_fn: inv_transforms must be a dict of bijections by "
+            f"site name, got {type(inv_transforms).__name__}"
+        )
+
+    def potential_of(args, kwargs):
+        return functools.partial(potential_energy, model, args, kwargs)
+
+    def postprocess_of(args, kwargs):
+        if replay_model:
+            return functools.partial(
+                constrain_fn, model, args, kwargs, return_deterministic=True
+            )
+        return functools.partial(transform_fn, inv_transforms)
+
+    if dynamic_args:
+        return (
+            lambda *args, **kwargs: potential_of(args, kwargs),
+            lambda *args, **kwargs: postprocess_of(args, kwargs),
+        )
+    model_kwargs = {} if model_kwargs is None else model_kwargs
+    return potential_of(model_args, model_kwargs), postprocess_of(
+        model_args, model_kwargs
+    )
+
+
+def __getattr__(name):
+    # NumPyro defines Predictive in numpyro.infer.util; probnn's lives in
+    # probnn.infer.predictive, which imports this module
+    if name == "Predictive":
+        from probnn.infer.predictive import Predictive
+
+        return Predictive
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -478,13 +478,16 @@ def test_nuts_rejects_hmc_only_arguments():
         NUTS(normal_model, num_steps=10)
 
 
-def test_model_without_latent_sites_raises():
+def test_model_without_latent_sites_runs_with_no_samples():
+    # as in NumPyro: nothing to sample, so the samples hold only the
+    # deterministic sites (none here); see test_mcmc_numpyro_api.py
     def model():
         probnn.sample("y", dist.Normal(0.0, 1.0), obs=0.5)
 
-    with pytest.raises(ValueError, match="latent"):
-        mcmc = MCMC(NUTS(model), num_warmup=10, num_samples=10, progress_bar=False)
-        mcmc.run(jax.random.PRNGKey(0))
+    mcmc = MCMC(NUTS(model), num_warmup=10, num_samples=10, progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(0), extra_fields=("potential_energy",))
+    assert mcmc.get_samples() == {}
+    assert mcmc.get_extra_fields()["potential_energy"].shape == (10,)
 
 
 def test_potential_fn_without_init_params_raises():
