@@ -9,6 +9,7 @@ script that starts with ``numpyro.set_platform("cpu")`` or
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +21,11 @@ import numpy as np
 __all__ = [
     "enable_x64",
     "fori_collect",
+    "fori_loop",
     "identity",
+    "is_prng_key",
+    "not_jax_tracer",
+    "optional",
     "set_host_device_count",
     "set_platform",
 ]
@@ -209,3 +214,66 @@ def fori_collect(
                     bar.set_postfix_str(diagnostics_fn(val), refresh=False)
         last_val = val
     return (collection, last_val) if return_last_val else collection
+
+
+def not_jax_tracer(x) -> bool:
+    """Whether ``x`` is a concrete value rather than a tracer of ``jit``,
+    ``vmap``, ``grad`` or a control-flow primitive.
+
+    >>> import jax, jax.numpy as jnp
+    >>> seen = []
+    >>> _ = jax.jit(lambda x: seen.append(not_jax_tracer(x)) or x)(1.0)
+    >>> not_jax_tracer(jnp.ones(2)), seen
+    (True, [False])
+    """
+    return not isinstance(x, jax.core.Tracer)
+
+
+def is_prng_key(key) -> bool:
+    """Whether ``key`` is one random key: a typed key of shape () or raw
+    ``uint32`` key data of shape (2,).
+
+    >>> import jax
+    >>> is_prng_key(jax.random.PRNGKey(0)), is_prng_key(jax.random.key(0))
+    (True, True)
+    >>> is_prng_key(jax.random.split(jax.random.PRNGKey(0)))  # a batch
+    False
+    """
+    try:
+        dtype, shape = key.dtype, key.shape
+    except AttributeError:
+        return False
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        return shape == ()
+    return shape == (2,) and dtype == np.uint32
+
+
+@contextlib.contextmanager
+def optional(condition: bool, context_manager):
+    """Enter ``context_manager`` only when ``condition`` is true.
+
+    >>> import warnings
+    >>> with optional(False, warnings.catch_warnings()):
+    ...     pass
+    """
+    if condition:
+        with context_manager:
+            yield
+    else:
+        yield
+
+
+def fori_loop(lower, upper, body_fun: Callable, init_val):
+    """``jax.lax.fori_loop``, run as a Python loop under
+    ``jax.disable_jit()`` (with concrete bounds), where each step can then
+    be inspected eagerly.
+
+    >>> int(fori_loop(0, 4, lambda i, total: total + i, 0))
+    6
+    """
+    if jax.config.jax_disable_jit and not_jax_tracer(lower) and not_jax_tracer(upper):
+        value = init_val
+        for i in range(int(lower), int(upper)):
+            value = body_fun(i, value)
+        return value
+    return jax.lax.fori_loop(lower, upper, body_fun, init_val)

@@ -22,6 +22,7 @@ from probnn.runtime import Message, Messenger
 __all__ = [
     "ModelInfo",
     "ParamInfo",
+    "compute_log_probs",
     "constrain_fn",
     "get_potential_fn",
     "initialize_model",
@@ -30,6 +31,7 @@ __all__ = [
     "site_log_prob",
     "site_transform",
     "transform_fn",
+    "unconstrain_fn",
 ]
 
 
@@ -538,11 +540,66 @@ def get_potential_fn(
     )
 
 
-def __getattr__(name):
-    # NumPyro defines Predictive in numpyro.infer.util; probnn's lives in
-    # probnn.infer.predictive, which imports this module
-    if name == "Predictive":
-        from probnn.infer.predictive import Predictive
+def compute_log_probs(
+    model: Callable,
+    model_args: tuple,
+    model_kwargs: dict,
+    params: dict,
+    sum_log_prob: bool = True,
+) -> tuple:
+    """``(log densities by sample site, trace)`` of ``model`` run with
+    ``params`` substituted (NumPyro's function of that name): each site's
+    scaled, masked log density, summed over its dims unless
+    ``sum_log_prob=False``.
 
-        return Predictive
+    >>> import probnn, probnn.distributions as dist
+    >>> model = lambda: probnn.sample("x", dist.Normal(0.0, 1.0))
+    >>> logs, tr = compute_log_probs(model, (), {}, {"x": 0.0})
+    >>> round(float(logs["x"]), 4)
+    -0.9189
+    """
+    model_trace = trace(substitute(model, data=params)).get_trace(
+        *model_args, **model_kwargs
+    )
+    logs = {}
+    for name, site in model_trace.items():
+        if site["type"] == "sample":
+            log_prob = site_log_prob(site)
+            logs[name] = jnp.sum(log_prob) if sum_log_prob else log_prob
+    return logs, model_trace
+
+
+def unconstrain_fn(
+    model: Callable, model_args: tuple, model_kwargs: dict, params: dict
+) -> dict:
+    """Map constrained values of latent sample and param sites to
+    unconstrained space, the inverse of :func:`constrain_fn`.
+
+    >>> import probnn, probnn.distributions as dist
+    >>> model = lambda: probnn.sample("s", dist.LogNormal(0.0, 1.0))
+    >>> float(unconstrain_fn(model, (), {}, {"s": 1.0})["s"])
+    0.0
+    """
+    model_trace = trace(substitute(seed(model, rng_seed=0), data=params)).get_trace(
+        *model_args, **model_kwargs
+    )
+    transforms = {}
+    for name in params:
+        site = model_trace.get(name)
+        if site is None or site["type"] not in ("sample", "param"):
+            raise ValueError(
+                f"unconstrain_fn: {name!r} is not a sample or param site of the "
+                f"model (its sites: {sorted(model_trace)})"
+            )
+        transforms[name] = site_transform(site)
+    return transform_fn(transforms, params, invert=True)
+
+
+def __getattr__(name):
+    # NumPyro defines Predictive and log_likelihood in numpyro.infer.util;
+    # probnn's live in probnn.infer.predictive, which imports this module
+    if name in ("Predictive", "log_likelihood"):
+        from probnn.infer import predictive
+
+        return getattr(predictive, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
