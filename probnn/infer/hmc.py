@@ -32,6 +32,7 @@ from probnn.infer.util import (
     unconstrained_point,
     value_and_grad_fn,
 )
+from probnn.util import not_jax_tracer
 
 __all__ = ["HMC", "HMCState", "NUTS", "hmc"]
 
@@ -172,13 +173,20 @@ class HMC:
                 f"{name}: kinetic_fn is not supported; the kinetic energy is "
                 "Gaussian with the (adapted) mass matrix"
             )
-        if not 0 < target_accept_prob < 1:
+        # values traced by the caller's jit (a kernel built inside it) are
+        # checked by the sampler's own arithmetic instead
+        if not_jax_tracer(target_accept_prob) and not 0 < target_accept_prob < 1:
             raise ValueError(
                 f"{name}: target_accept_prob must be in (0, 1), got "
                 f"{target_accept_prob!r}"
             )
-        if step_size <= 0:
+        if not_jax_tracer(step_size) and step_size <= 0:
             raise ValueError(f"{name}: step_size must be positive, got {step_size!r}")
+        if num_steps is None and trajectory_length is None and name == "HMC":
+            raise ValueError(
+                "HMC: give num_steps or trajectory_length (at least one of them "
+                "fixes the length of each trajectory)"
+            )
         if num_steps is not None and (not isinstance(num_steps, int) or num_steps < 1):
             raise ValueError(
                 f"{name}: num_steps must be a positive int, got {num_steps!r}"

@@ -109,6 +109,12 @@ def _field(state: HMCState, name: str, unravel=None):
     return value
 
 
+def _chains_joined(x):
+    """``(num_chains, num_samples, ...)`` -> ``(num_chains * num_samples,
+    ...)``, zero-size sites included (where a -1 in the shape is ambiguous)."""
+    return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+
+
 class MCMC:
     """Run a sampler (:class:`probnn.infer.NUTS` or :class:`probnn.infer.HMC`)
     for ``num_warmup`` adaptation iterations and ``num_samples`` draws on
@@ -590,7 +596,7 @@ class MCMC:
             raise RuntimeError("MCMC: call run() first")
         if group_by_chain:
             return self._samples
-        return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), self._samples)
+        return jax.tree.map(_chains_joined, self._samples)
 
     def get_extra_fields(self, group_by_chain: bool = False) -> dict:
         """The ``extra_fields`` of the last run, shaped like the samples."""
@@ -598,7 +604,7 @@ class MCMC:
             raise RuntimeError("MCMC: call run() first")
         if group_by_chain:
             return self._extra
-        return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), self._extra)
+        return jax.tree.map(_chains_joined, self._extra)
 
     def print_summary(
         self, prob: float = 0.9, exclude_deterministic: bool = True

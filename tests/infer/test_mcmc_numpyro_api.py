@@ -483,3 +483,33 @@ def test_predictive_at_numpyros_import_path():
     from probnn.infer.util import Predictive as FromUtil
 
     assert FromUtil is Predictive
+
+
+def test_zero_size_sites_join_chains():
+    def model():
+        probnn.sample("empty", dist.Normal(jnp.zeros((0,)), 1.0).to_event(1))
+        probnn.sample("x", dist.Normal(0.0, 1.0))
+
+    mcmc = MCMC(
+        NUTS(model), num_warmup=10, num_samples=7, num_chains=2, progress_bar=False
+    )
+    mcmc.run(jax.random.PRNGKey(0))
+    samples = mcmc.get_samples()
+    assert samples["empty"].shape == (14, 0) and samples["x"].shape == (14,)
+
+
+def test_kernel_built_inside_jit_with_a_traced_target_and_hmc_needs_a_length():
+    @jax.jit
+    def draws(key, target):
+        mcmc = MCMC(
+            NUTS(conjugate_model, target_accept_prob=target),
+            num_warmup=50,
+            num_samples=20,
+            progress_bar=False,
+        )
+        mcmc.run(key, Y)
+        return mcmc.get_samples()["mu"]
+
+    assert draws(jax.random.PRNGKey(1), 0.8).shape == (20,)
+    with pytest.raises(ValueError, match="num_steps or trajectory_length"):
+        HMC(conjugate_model, num_steps=None, trajectory_length=None)
