@@ -772,6 +772,13 @@ class uncondition(Messenger):
         msg["infer"] = {**msg["infer"], "was_observed": True, "obs": msg["value"]}
         msg["is_observed"] = False
         msg["value"] = None
+        if msg["kwargs"].get("rng_key") is None:
+            # a seed inside this handler passed the site by as observed: ask
+            # every handler for a key, as a prng_key site would
+            request = make_message("prng_key", None, lambda: None)
+            key = apply_stack(request)["value"]
+            if key is not None:
+                msg["kwargs"]["rng_key"] = key
 
 
 class scope(Messenger):

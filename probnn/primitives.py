@@ -357,6 +357,9 @@ class plate(Messenger):
         apply_stack(msg)
         self.dim = self._allocate_dim(msg["cond_indep_stack"])
         self._indices = msg["value"]
+        # a handler (replay, substitute) may hand the plate indices of
+        # another mini-batch size: the plate follows them
+        self.subsample_size = jnp.shape(self._indices)[0]
         # drawn block by block (handlers.shard_subsample): rows are gathered
         # within each block
         self._blocks = msg["infer"].get("subsample_blocks")

@@ -40,6 +40,11 @@ class CondIndepStackFrame(NamedTuple):
     subsample_size: int
 
 
+class NotCallableError(TypeError, ValueError):
+    """A handler was given something other than a function to wrap (a
+    ``TypeError``, and a ``ValueError`` as NumPyro raises there)."""
+
+
 class Messenger:
     """Base class of every effect handler.
 
@@ -53,8 +58,10 @@ class Messenger:
 
     def __init__(self, fn: Callable | None = None):
         if fn is not None and not callable(fn):
-            raise TypeError(
-                f"{type(self).__name__} expects a callable to wrap, got {type(fn)!r}"
+            raise NotCallableError(
+                f"{type(self).__name__} expects fn to be a Python callable object "
+                f"to wrap, got {type(fn)!r} (for a handler's own arguments use "
+                "their keywords, e.g. mask(mask=False))"
             )
         self.fn = fn
         if fn is not None:

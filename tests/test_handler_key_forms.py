@@ -138,3 +138,55 @@ def test_uncondition_draws_observed_sites_and_keeps_the_observation():
     assert not site["is_observed"]
     assert site["infer"]["was_observed"] and float(site["infer"]["obs"]) == 5.0
     assert infer == {"note": 1}  # the model's dict is untouched
+
+
+def test_uncondition_outside_seed_still_draws():
+    from probnn.handlers import uncondition
+
+    def model(obs=None):
+        return probnn.sample("x", dist.Normal(0.0, 1.0), obs=obs)
+
+    tr = trace(uncondition(seed(model, rng_seed=0))).get_trace(obs=1.5)
+    assert float(tr["x"]["value"]) != 1.5 and not tr["x"]["is_observed"]
+    assert float(tr["x"]["infer"]["obs"]) == 1.5
+
+
+def test_replayed_plate_takes_the_recorded_mini_batch():
+    from probnn.handlers import replay
+
+    data = jnp.arange(50.0)
+    with trace() as recorded, seed(rng_seed=0):
+        with probnn.plate("rows", 50, subsample_size=6) as idx:
+            pass
+    # replayed into a plate declared without subsampling: the same 6 rows,
+    # and the plate's scale follows them
+    with seed(rng_seed=1), replay(trace=recorded), trace() as again:
+        with probnn.plate("rows", 50) as replayed:
+            rows = probnn.subsample(data, event_dim=0)
+            probnn.sample("y", dist.Normal(0.0, 1.0), obs=rows)
+    np.testing.assert_array_equal(replayed, idx)
+    np.testing.assert_array_equal(rows, data[idx])
+    np.testing.assert_allclose(again["y"]["scale"], 50 / 6)
+
+
+def test_a_handler_given_a_non_callable_names_the_keyword():
+    from probnn.handlers import mask
+
+    for error in (TypeError, ValueError):  # NumPyro raises ValueError here
+        with pytest.raises(error, match=r"mask\(mask=False\)"):
+            with mask(False):
+                pass
+
+
+def test_svi_optim_reads_params_from_the_state():
+    import optax
+
+    from probnn.infer import SVI, Trace_ELBO
+
+    def model():
+        probnn.sample("x", dist.Normal(probnn.param("m", 0.0), 1.0), obs=1.0)
+
+    svi = SVI(model, lambda: None, optax.sgd(0.5), Trace_ELBO())
+    state, _ = svi.update(svi.init(jax.random.PRNGKey(0)))
+    # d/dm log N(1 | m, 1) = 1 - m = 1 at m = 0: one step of 0.5
+    np.testing.assert_allclose(svi.optim.get_params(state.optim_state)["m"], 0.5)

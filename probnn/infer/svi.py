@@ -62,6 +62,15 @@ class SVIRunResult(NamedTuple):
     losses: jax.Array
 
 
+class _SVIOptimizer(optax.GradientTransformationExtraArgs):
+    """The optax transformation an SVI runs, with NumPyro's
+    ``svi.optim.get_params(svi_state.optim_state)``."""
+
+    def get_params(self, optim_state):
+        """The unconstrained params held in an ``SVIState.optim_state``."""
+        return optim_state[1][0]
+
+
 def _is_gradient_transformation(optim) -> bool:
     return callable(getattr(optim, "init", None)) and callable(
         getattr(optim, "update", None)
@@ -467,6 +476,7 @@ class SVI:
                 "SVI: optim must be an optax GradientTransformation (with init "
                 f"and update), got {type(optim).__name__}"
             )
+        optim = _SVIOptimizer(optim.init, optim.update)
         if not callable(getattr(loss, "loss_with_mutable_state", None)):
             raise TypeError(
                 "SVI: loss must be an ELBO such as Trace_ELBO(), got "
