@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from probnn.handlers import config_enumerate, seed, substitute, trace
+from probnn.handlers import config_enumerate, mask, seed, substitute, trace
 from probnn.runtime import Message, Messenger
 
 __all__ = ["Predictive", "log_likelihood"]
@@ -171,7 +171,9 @@ def _predict(
                 config_enumerate(substituted), temperature=1, rng_key=key
             )
         else:
-            seeded = seed(substituted, rng_seed=key)
+            # predictions need no log densities: under mask(False) a model can
+            # skip their work (``probnn.get_mask() is False``), as in NumPyro
+            seeded = seed(mask(substituted, mask=False), rng_seed=key)
         model_trace = trace(seeded).get_trace(*args, **kwargs)
         if check_keys:
             _check_known_sites(sample, model_trace, "Predictive")

@@ -456,3 +456,26 @@ def test_posterior_predictive_of_mcmc_with_a_namespace_argument():
     out = Predictive(settings_model, samples)(jax.random.PRNGKey(4), args=args)
     assert out["y"].shape == (2000, 4)
     np.testing.assert_allclose(np.asarray(out["y"]).mean(), post_mean, atol=0.1)
+
+
+def test_predictive_runs_model_and_guide_under_a_false_mask():
+    """Predictions need no log densities, so ``probnn.get_mask()`` is False
+    inside Predictive (a model can skip a costly factor there) but not in
+    training, and the predictions are unchanged by it."""
+    seen = []
+
+    def model():
+        x = probnn.sample("x", dist.Normal(0.0, 1.0))
+        seen.append(("model", probnn.get_mask()))
+        probnn.sample("y", dist.Normal(x, 1.0))
+
+    def guide():
+        probnn.sample("x", dist.Normal(0.5, 0.1))
+        seen.append(("guide", probnn.get_mask()))
+
+    draws = Predictive(model, guide=guide, num_samples=3)(jax.random.PRNGKey(0))
+    assert ("model", False) in seen and ("guide", False) in seen
+    assert draws["y"].shape == (3,) and bool(jnp.all(jnp.isfinite(draws["y"])))
+    seen.clear()
+    probnn.handlers.seed(model, rng_seed=0)()
+    assert seen == [("model", None)]
