@@ -56,6 +56,11 @@ __all__ = [
 ]
 
 
+class DuplicateSiteError(ValueError, AssertionError):
+    """Two sites of one trace share a name (a ``ValueError``, and an
+    ``AssertionError`` as NumPyro raises there)."""
+
+
 def _needs_key(msg: Message) -> bool:
     """Whether a sample, plate or param site still lacks the random key its
     default behaviour draws with (no value yet, not observed, no key)."""
@@ -250,9 +255,10 @@ class trace(Messenger):
         if previous is not None and not (
             previous["type"] == site["type"] and site["type"] in ("plate", "param")
         ):
-            raise ValueError(
+            raise DuplicateSiteError(
                 f"two sites named {name!r} in one trace ({previous['type']} and "
-                f"{site['type']}): site names must be unique"
+                f"{site['type']}): all sites must have unique names but got "
+                f"`{name}` duplicated"
             )
         self.trace[name] = site
 

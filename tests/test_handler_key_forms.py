@@ -190,3 +190,29 @@ def test_svi_optim_reads_params_from_the_state():
     state, _ = svi.update(svi.init(jax.random.PRNGKey(0)))
     # d/dm log N(1 | m, 1) = 1 - m = 1 at m = 0: one step of 0.5
     np.testing.assert_allclose(svi.optim.get_params(state.optim_state)["m"], 0.5)
+
+
+def test_duplicate_site_error_has_numpyros_type_and_words():
+    def model():
+        alpha = probnn.sample("alpha", dist.Normal(0.0, 1.0))
+        probnn.deterministic("alpha", 2 * alpha)
+
+    for error in (ValueError, AssertionError):
+        with pytest.raises(error, match="unique names but got `alpha` duplicated"):
+            trace(seed(model, rng_seed=0)).get_trace()
+
+
+def test_svi_constrain_fn_maps_unconstrained_params():
+    import optax
+
+    from probnn.infer import SVI, Trace_ELBO
+
+    def model():
+        probnn.param("s", 2.0, constraint=dist.constraints.positive)
+
+    svi = SVI(model, lambda: None, optax.sgd(0.1), Trace_ELBO())
+    state = svi.init(jax.random.PRNGKey(0))
+    free = svi.optim.get_params(state.optim_state)
+    np.testing.assert_allclose(free["s"], np.log(2.0), rtol=1e-6)
+    np.testing.assert_allclose(svi.constrain_fn(free)["s"], 2.0, rtol=1e-6)
+    np.testing.assert_allclose(svi.get_params(state)["s"], 2.0, rtol=1e-6)

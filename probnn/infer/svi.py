@@ -704,7 +704,13 @@ class SVI:
     def get_params(self, svi_state: SVIState) -> dict:
         """Constrained values of every param site."""
         self._require_init()
-        return transform_fn(self._transforms, svi_state.optim_state[1][0])
+        return self.constrain_fn(svi_state.optim_state[1][0])
+
+    def constrain_fn(self, params: dict) -> dict:
+        """Map unconstrained param values (as the optimiser holds them) onto
+        the params' constraints (NumPyro's ``svi.constrain_fn``)."""
+        self._require_init()
+        return transform_fn(self._transforms, params)
 
     # -- steps ----------------------------------------------------------------
 
