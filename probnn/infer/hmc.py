@@ -182,7 +182,7 @@ class HMC:
             )
         if not_jax_tracer(step_size) and step_size <= 0:
             raise ValueError(f"{name}: step_size must be positive, got {step_size!r}")
-        if num_steps is None and trajectory_length is None and name == "HMC":
+        if num_steps is None and trajectory_length is None:
             raise ValueError(
                 "HMC: give num_steps or trajectory_length (at least one of them "
                 "fixes the length of each trajectory)"
