@@ -178,6 +178,16 @@ def _predict(
         if check_keys:
             _check_known_sites(sample, model_trace, "Predictive")
         names = _sites_to_return(model_trace, sample, return_sites)
+        if discrete and return_sites is None:
+            # a deterministic site given in the posterior samples is an input
+            # here, not a prediction (NumPyro returns no deterministic site
+            # at all under infer_discrete; those computed from the draws
+            # are kept here)
+            names = [
+                name
+                for name in names
+                if not (model_trace[name]["type"] == "deterministic" and name in sample)
+            ]
         return {
             name: model_trace[name]["value"] if name in model_trace else sample[name]
             for name in names

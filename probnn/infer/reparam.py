@@ -70,6 +70,52 @@ def _unwrap(fn):
     return fn, rewrap
 
 
+def _as_transformed(fn):
+    """Families that probnn implements directly but NumPyro builds as a
+    TransformedDistribution, rewritten as the same law pushed through
+    transforms (so TransformReparam treats them as NumPyro does); any other
+    distribution is returned unchanged."""
+    from probnn.distributions import (
+        Exponential,
+        Gamma,
+        InverseGamma,
+        Logistic,
+        LogNormal,
+        Normal,
+        Pareto,
+        RelaxedBernoulli,
+    )
+    from probnn.distributions.transforms import (
+        AffineTransform,
+        ExpTransform,
+        PowerTransform,
+        SigmoidTransform,
+    )
+
+    if isinstance(fn, TransformedDistribution):
+        return fn
+    if isinstance(fn, LogNormal):
+        return TransformedDistribution(Normal(fn.loc, fn.scale), ExpTransform())
+    if isinstance(fn, InverseGamma):
+        # 1 / Gamma(concentration, rate)
+        return TransformedDistribution(
+            Gamma(fn.concentration, fn.rate), PowerTransform(-1.0)
+        )
+    if isinstance(fn, Pareto):
+        # scale * exp(Exponential(alpha))
+        return TransformedDistribution(
+            Exponential(fn.alpha), [ExpTransform(), AffineTransform(0.0, fn.scale)]
+        )
+    if isinstance(fn, RelaxedBernoulli):
+        # sigmoid of Logistic(logits / T, 1 / T)
+        inverse_temperature = 1.0 / fn.temperature
+        return TransformedDistribution(
+            Logistic(fn.logits * inverse_temperature, inverse_temperature),
+            SigmoidTransform(),
+        )
+    return fn
+
+
 class LocScaleReparam(Reparam):
     """Decentre a location-scale family (Normal, StudentT, Cauchy, Laplace,
     ...): with ``centered = c``, the new site ``{name}_decentered`` is drawn
@@ -145,6 +191,7 @@ class TransformReparam(Reparam):
     def __call__(self, name: str, fn, obs):
         self._latent_only(name, obs)
         base, rewrap = _unwrap(fn)
+        base = _as_transformed(base)
         if not isinstance(base, TransformedDistribution):
             raise TypeError(
                 f"TransformReparam: sample site {name!r} has a {type(base).__name__}, "

@@ -360,6 +360,28 @@ def test_infer_discrete_draws_discrete_sites_from_their_posterior():
     np.testing.assert_array_less(np.abs(freq - exact), 5 * se + 1e-3)
 
 
+def test_infer_discrete_returns_deterministic_sites_of_the_draws_not_the_inputs():
+    # "weights" is given in the posterior samples (an input); "z_sq" is
+    # computed from the discrete draws (a prediction)
+    def model():
+        weights = probnn.deterministic("weights", jnp.array([0.5, 0.5]))
+        with probnn.plate("N", 3):
+            z = probnn.sample("z", dist.Categorical(probs=weights))
+            probnn.deterministic("z_sq", z**2)
+
+    samples = {"weights": jnp.array([[0.2, 0.8], [0.9, 0.1]])}
+    out = Predictive(model, samples, infer_discrete=True, condition_deterministic=True)(
+        jax.random.PRNGKey(0)
+    )
+    assert set(out) == {"z", "z_sq"}
+    np.testing.assert_array_equal(out["z_sq"], out["z"] ** 2)
+    # without infer_discrete every deterministic site is returned, as in NumPyro
+    plain = Predictive(model, samples, condition_deterministic=True)(
+        jax.random.PRNGKey(0)
+    )
+    assert set(plain) == {"weights", "z", "z_sq"}
+
+
 def test_invalid_arguments_are_errors():
     with pytest.raises(ValueError, match="not both"):
         Predictive(normal_model, {"mu": jnp.zeros(2)}, guide=guide)
