@@ -56,6 +56,7 @@ __all__ = [
     "softplus_positive",
     "sphere",
     "unit_interval",
+    "zero_sum",
 ]
 
 
@@ -467,6 +468,57 @@ class _Sphere(Constraint):
         return "sphere"
 
 
+class _ZeroSum(Constraint):
+    """Arrays whose sum along each of their ``event_dim`` rightmost axes is
+    zero (up to float rounding): ``x.sum(axis=a) == 0`` for every event axis
+    ``a``.
+
+    A sum counts as zero when it is within ``10 * eps * n * max(1, max|x|)``
+    of it, ``n`` the length of the axis summed and ``max|x|`` taken over the
+    event, the tolerance NumPyro uses; non-finite entries are never inside.
+
+    >>> import jax.numpy as jnp
+    >>> bool(zero_sum(1)(jnp.array([1.0, -3.0, 2.0])))
+    True
+    >>> zero_sum(2)(jnp.zeros((4, 2, 3))).shape
+    (4,)
+    """
+
+    _aux_names = ("event_dim",)
+
+    def __init__(self, event_dim: int = 1):
+        if isinstance(event_dim, bool) or not isinstance(event_dim, int | np.integer):
+            raise TypeError(f"zero_sum(): event_dim must be an int, got {event_dim!r}")
+        if event_dim < 1:
+            raise ValueError(f"zero_sum(): event_dim must be >= 1, got {event_dim}")
+        self.event_dim = int(event_dim)
+
+    def __call__(self, x):
+        x = jnp.asarray(x)
+        if x.ndim < self.event_dim:
+            raise ValueError(
+                f"zero_sum({self.event_dim}): a value needs at least "
+                f"{self.event_dim} dims, got shape {x.shape}"
+            )
+        axes = tuple(range(-self.event_dim, 0))
+        eps = jnp.finfo(jnp.result_type(x, float)).eps
+        largest = jnp.max(jnp.abs(x), axis=axes, keepdims=True, initial=0.0)
+        magnitude = jnp.maximum(largest, 1.0)
+        inside = jnp.ones(x.shape[: x.ndim - self.event_dim], dtype=bool)
+        for axis in axes:
+            total = jnp.sum(x, axis=axis, keepdims=True)
+            tolerance = 10 * eps * x.shape[axis] * magnitude
+            small = jnp.isfinite(total) & (jnp.abs(total) <= tolerance)
+            inside = inside & jnp.all(small, axis=axes)
+        return inside
+
+    def feasible_like(self, prototype):
+        return jnp.zeros_like(prototype)
+
+    def __repr__(self):
+        return f"zero_sum({self.event_dim})"
+
+
 def _identity_like(prototype):
     n = jnp.shape(prototype)[-1]
     return jnp.broadcast_to(
@@ -666,3 +718,4 @@ softplus_lower_cholesky = _SoftplusLowerCholesky()
 softplus_positive = _SoftplusPositive()
 sphere = _Sphere()
 unit_interval = _UnitInterval()
+zero_sum = _ZeroSum

@@ -11,6 +11,7 @@ from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import betaln, digamma, gammaln
 
 from probnn.distributions import constraints
+from probnn.distributions.continuous import Normal
 from probnn.distributions.distribution import (
     Distribution,
     _bind_shapes,
@@ -19,7 +20,14 @@ from probnn.distributions.distribution import (
     _not_inferable,
     _split_event,
 )
-from probnn.distributions.util import batch_shape_of, promote_shapes, xlogy
+from probnn.distributions.transformed import TransformedDistribution
+from probnn.distributions.transforms import ZeroSumTransform
+from probnn.distributions.util import (
+    batch_shape_of,
+    promote_shapes,
+    sum_rightmost,
+    xlogy,
+)
 
 __all__ = [
     "Dirichlet",
@@ -28,6 +36,7 @@ __all__ = [
     "LowRankMultivariateNormal",
     "MultivariateNormal",
     "MultivariateStudentT",
+    "ZeroSumNormal",
 ]
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -843,3 +852,121 @@ class GaussianRandomWalk(Distribution):
     def variance(self):
         steps = jnp.arange(1, self.num_steps + 1, dtype=jnp.result_type(self.scale))
         return jnp.broadcast_to(jnp.square(self.scale)[..., None] * steps, self.shape())
+
+
+# -- ZeroSumNormal -----------------------------------------------------------------
+
+
+def _zero_sum_event_shape(event_shape) -> tuple[int, ...]:
+    """``event_shape`` as a tuple of ints >= 1, or an error naming it."""
+    if not isinstance(event_shape, tuple | list) or not all(
+        isinstance(size, int | np.integer) and not isinstance(size, bool)
+        for size in event_shape
+    ):
+        raise TypeError(
+            f"ZeroSumNormal: event_shape must be a tuple of ints, got {event_shape!r}"
+        )
+    if len(event_shape) == 0:
+        raise ValueError(
+            "ZeroSumNormal: event_shape must have at least one axis (the axes "
+            "that sum to zero), got ()"
+        )
+    if any(size < 1 for size in event_shape):
+        raise ValueError(
+            "ZeroSumNormal: every size in event_shape must be >= 1, got "
+            f"{tuple(event_shape)}"
+        )
+    return tuple(int(size) for size in event_shape)
+
+
+class ZeroSumNormal(TransformedDistribution):
+    """Normal distribution of arrays that sum to zero along every axis of
+    ``event_shape`` (a sum-to-zero constraint for, e.g., category effects).
+
+    A draw is :class:`~probnn.distributions.transforms.ZeroSumTransform`
+    applied to independent ``Normal(0, scale)`` noise whose shape is
+    ``event_shape`` less one along each axis. With one axis of length ``n``
+    that is ``N(0, scale**2 * (I - J / n))``, ``J`` the matrix of ones; in
+    general each entry has variance ``scale**2`` times ``1 - 1 / n`` for
+    every axis length ``n``. The transform is an isometry onto the zero-sum
+    subspace, so ``log_prob`` is the density with respect to volume on that
+    subspace: the normal density of the noise that maps to the value.
+
+    Args:
+        scale: positive standard deviation of the noise. Its shape is the
+            batch shape: one scale per event, shared by all its entries.
+        event_shape: tuple of ints >= 1; each of its axes sums to zero.
+
+    >>> import jax
+    >>> d = ZeroSumNormal(2.0, event_shape=(4,))
+    >>> x = d.sample(jax.random.key(0), (5,))
+    >>> x.shape, bool(jax.numpy.allclose(x.sum(-1), 0.0, atol=1e-5))
+    ((5, 4), True)
+    >>> d.variance  # 2**2 * (1 - 1/4)
+    Array([3., 3., 3., 3.], dtype=float32)
+    """
+
+    arg_constraints = {"scale": constraints.positive}
+    has_rsample = True
+    reparametrized_params = ("scale",)
+    pytree_data_fields = ("scale",)
+
+    @classmethod
+    def infer_shapes(cls, *args, **kwargs):
+        _not_inferable(cls, "its event shape is the value of event_shape")
+
+    def __init__(self, scale, event_shape, *, validate_args=None):
+        event_shape = _zero_sum_event_shape(event_shape)
+        self.scale = _as_float(scale)
+        # The base distribution and transform are rebuilt from ``scale`` when
+        # asked for, so ``scale`` is the only pytree leaf.
+        Distribution.__init__(
+            self, jnp.shape(self.scale), event_shape, validate_args=validate_args
+        )
+
+    @property
+    def support(self):
+        return constraints.zero_sum(self.event_dim)
+
+    @property
+    def transforms(self):
+        return [ZeroSumTransform(self.event_dim)]
+
+    @property
+    def base_dist(self):
+        """``Normal(0, scale)`` over the reduced event (one less per axis)."""
+        shape = self.batch_shape + self._reduced_shape()
+        return Normal(0.0, self._event_scale()).expand(shape).to_event(self.event_dim)
+
+    def _reduced_shape(self):
+        return tuple(size - 1 for size in self.event_shape)
+
+    def _event_scale(self):
+        """``scale`` with a size-1 dim for each event axis."""
+        scale = jnp.broadcast_to(self.scale, self.batch_shape)
+        return jnp.reshape(scale, self.batch_shape + (1,) * self.event_dim)
+
+    def sample_with_intermediates(self, key, sample_shape=()):
+        shape = tuple(sample_shape) + self.batch_shape + self._reduced_shape()
+        noise = jax.random.normal(key, shape, dtype=jnp.result_type(self.scale))
+        x = noise * self._event_scale()
+        return self.transforms[0](x), [x]
+
+    def log_prob(self, value, intermediates=None):
+        self._validate_sample(value)
+        if intermediates is None:
+            x = self.transforms[0]._inverse(value)
+        else:
+            x = intermediates[0]
+        count = math.prod(self._reduced_shape())
+        squares = sum_rightmost(jnp.square(x / self._event_scale()), self.event_dim)
+        return -0.5 * squares - count * (jnp.log(self.scale) + 0.5 * _LOG_2PI)
+
+    @property
+    def mean(self):
+        return jnp.zeros(self.shape(), dtype=jnp.result_type(self.scale))
+
+    @property
+    def variance(self):
+        shrink = math.prod(1.0 - 1.0 / size for size in self.event_shape)
+        return jnp.broadcast_to(jnp.square(self._event_scale()) * shrink, self.shape())

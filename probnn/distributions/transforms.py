@@ -22,6 +22,7 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.linalg import solve_triangular
 
 from probnn.distributions import constraints
@@ -45,6 +46,7 @@ __all__ = [
     "StickBreakingTransform",
     "TanhTransform",
     "Transform",
+    "ZeroSumTransform",
     "biject_to",
 ]
 
@@ -365,6 +367,128 @@ class StickBreakingTransform(Transform):
 
     def inverse_shape(self, shape):
         return tuple(shape[:-1]) + (shape[-1] - 1,)
+
+
+def _zero_sum_extend(x):
+    """``R^m`` onto the zero-sum hyperplane of ``R^(m+1)``, along the last axis.
+
+    The image of ``x`` is ``H (x, 0)`` with ``H`` the Householder reflection
+    that swaps the last unit vector with ``-1 / sqrt(n)`` times the vector of
+    ones (``n = m + 1``), so lengths and volumes are kept.
+    """
+    n = x.shape[-1] + 1
+    root_n = math.sqrt(n)
+    total = jnp.sum(x, axis=-1, keepdims=True)
+    return jnp.concatenate([x - total / (n + root_n), -total / root_n], axis=-1)
+
+
+def _zero_sum_drop(y):
+    """Inverse of :func:`_zero_sum_extend`: reflect back, drop the last entry."""
+    n = y.shape[-1]
+    return y[..., :-1] - y[..., -1:] / (1.0 + math.sqrt(n))
+
+
+def _along(function, x, axis):
+    """Apply ``function`` (which works on the last axis) along ``axis``."""
+    return jnp.moveaxis(function(jnp.moveaxis(x, axis, -1)), -1, axis)
+
+
+class ZeroSumTransform(Transform):
+    """Unconstrained arrays onto arrays that sum to zero along each of their
+    ``transform_ndims`` rightmost axes; each of those axes grows by one.
+
+    Along every such axis, ``R^(n-1)`` is carried onto the hyperplane
+    ``{y in R^n : sum(y) = 0}`` by a rotation-like isometry (a Householder
+    reflection of ``(x, 0)``), the construction behind PyMC's and NumPyro's
+    zero-sum normal. Being an isometry onto its image it has a log Jacobian
+    of zero, taken with respect to the volume of the hyperplane.
+
+    Args:
+        transform_ndims: how many rightmost axes are constrained (>= 1).
+
+    >>> import jax.numpy as jnp
+    >>> t = ZeroSumTransform()
+    >>> y = t(jnp.array([1.0, 2.0]))
+    >>> y.shape, round(float(y.sum()), 5)
+    ((3,), 0.0)
+    >>> t.inv(y)
+    Array([1., 2.], dtype=float32)
+    """
+
+    pytree_aux_fields = ("transform_ndims",)
+
+    def __init__(self, transform_ndims: int = 1):
+        if isinstance(transform_ndims, bool) or not isinstance(
+            transform_ndims, int | np.integer
+        ):
+            raise TypeError(
+                "ZeroSumTransform: transform_ndims must be an int, "
+                f"got {transform_ndims!r}"
+            )
+        if transform_ndims < 1:
+            raise ValueError(
+                f"ZeroSumTransform: transform_ndims must be >= 1, got {transform_ndims}"
+            )
+        self.transform_ndims = int(transform_ndims)
+
+    @property
+    def domain(self):
+        return constraints.independent(constraints.real, self.transform_ndims)
+
+    @property
+    def codomain(self):
+        return constraints.zero_sum(self.transform_ndims)
+
+    def _axes(self, ndim):
+        if ndim < self.transform_ndims:
+            raise ValueError(
+                f"ZeroSumTransform: an input needs at least {self.transform_ndims} "
+                f"dims, got {ndim}"
+            )
+        return range(ndim - self.transform_ndims, ndim)
+
+    def __call__(self, x):
+        x = jnp.asarray(x)
+        for axis in self._axes(x.ndim):
+            x = _along(_zero_sum_extend, x, axis)
+        return x
+
+    def _inverse(self, y):
+        y = jnp.asarray(y)
+        for axis in self._axes(y.ndim):
+            y = _along(_zero_sum_drop, y, axis)
+        return y
+
+    def log_abs_det_jacobian(self, x, y, intermediates=None):
+        k = self.transform_ndims
+        x_shape, y_shape = jnp.shape(x), jnp.shape(y)
+        shape = jnp.broadcast_shapes(
+            x_shape[: len(x_shape) - k], y_shape[: len(y_shape) - k]
+        )
+        return jnp.zeros(shape, dtype=jnp.result_type(x, float))
+
+    def forward_shape(self, shape):
+        shape = tuple(shape)
+        split = len(shape) - self.transform_ndims
+        if split < 0:
+            raise ValueError(
+                f"ZeroSumTransform: a shape needs at least {self.transform_ndims} "
+                f"dims, got {shape}"
+            )
+        return shape[:split] + tuple(size + 1 for size in shape[split:])
+
+    def inverse_shape(self, shape):
+        shape = tuple(shape)
+        split = len(shape) - self.transform_ndims
+        if split < 0 or any(size < 1 for size in shape[split:]):
+            raise ValueError(
+                f"ZeroSumTransform: the last {self.transform_ndims} dims of an "
+                f"output shape must exist and be >= 1, got {shape}"
+            )
+        return shape[:split] + tuple(size - 1 for size in shape[split:])
+
+    def __repr__(self):
+        return f"ZeroSumTransform(transform_ndims={self.transform_ndims})"
 
 
 def _matrix_size(vector_size: int, strict: bool) -> int:
@@ -727,6 +851,8 @@ def biject_to(constraint: constraints.Constraint) -> Transform:
         return LowerCholeskyTransform()
     if c is constraints.corr_cholesky:
         return CorrCholeskyTransform()
+    if isinstance(c, constraints._ZeroSum):
+        return ZeroSumTransform(c.event_dim)
     if c is constraints.positive_definite:
         return ComposeTransform([LowerCholeskyTransform(), CholeskyTransform().inv])
     raise NotImplementedError(

@@ -149,6 +149,7 @@ def test_infer_shapes_positional_and_defaults():
         "ImproperUniform",
         "GaussianRandomWalk",
         "LKJCholesky",
+        "ZeroSumNormal",
     ],
 )
 def test_infer_shapes_not_available_names_the_class(name):
@@ -237,6 +238,7 @@ INSTANCES = {
     "VonMises": ((0.0, 1.0), {}),
     "Weibull": ((1.0, 2.0), {}),
     "ZeroInflatedPoisson": ((0.3, 2.0), {}),
+    "ZeroSumNormal": ((1.0, (3,)), {}),
 }
 
 
