@@ -9,6 +9,7 @@ from probnn.infer.elbo import (
     RenyiELBO,
     Trace_ELBO,
     TraceEnum_ELBO,
+    TraceGraph_ELBO,
     TraceMeanField_ELBO,
 )
 from probnn.infer.hmc import HMC, NUTS, HMCState
@@ -45,6 +46,7 @@ __all__ = [
     "PackedDict",
     "shard_state",
     "TraceEnum_ELBO",
+    "TraceGraph_ELBO",
     "TraceMeanField_ELBO",
     "Trace_ELBO",
     "autoguide",

@@ -1,4 +1,5 @@
-"""Evidence lower bounds: Trace_ELBO, TraceMeanField_ELBO and RenyiELBO.
+"""Evidence lower bounds: Trace_ELBO, TraceMeanField_ELBO, TraceGraph_ELBO,
+RenyiELBO and TraceEnum_ELBO.
 
 Each ELBO runs the guide, replays the model against the guide's draws, and
 returns a loss to minimise whose gradient is an unbiased estimate of the
@@ -26,10 +27,18 @@ from probnn.distributions.kl import kl_divergence
 from probnn.enumeration import enum
 from probnn.handlers import replay, seed, substitute, trace
 from probnn.infer.enum import contract_trace
+from probnn.infer.tracegraph import input_dependencies
 from probnn.infer.util import site_log_prob
-from probnn.runtime import Message
+from probnn.runtime import Message, Messenger
 
-__all__ = ["ELBO", "RenyiELBO", "TraceEnum_ELBO", "TraceMeanField_ELBO", "Trace_ELBO"]
+__all__ = [
+    "ELBO",
+    "RenyiELBO",
+    "TraceEnum_ELBO",
+    "TraceGraph_ELBO",
+    "TraceMeanField_ELBO",
+    "Trace_ELBO",
+]
 
 
 def _after_guide(param_map: dict, guide_trace) -> dict:
@@ -40,17 +49,34 @@ def _after_guide(param_map: dict, guide_trace) -> dict:
     return {**param_map, **(mutable_state_of(guide_trace) or {})}
 
 
+class _CutNonReparamPaths(Messenger):
+    """Stop gradients through the draws of latent sites that are not
+    reparameterizable, so that their parameters learn from score terms
+    alone. Used around ``trace`` (postprocessing runs outermost first), so
+    the traces hold the cut values (see :func:`get_traces`)."""
+
+    def postprocess_message(self, msg: Message) -> None:
+        if is_latent(msg) and not _is_reparameterized(msg):
+            msg["value"] = jax.lax.stop_gradient(msg["value"])
+
+
 def get_traces(rng_key, param_map: dict, model, guide, args, kwargs):
     """Run the guide, then the model replayed against the guide's draws,
     both with ``param_map`` substituted; returns ``(model_trace, guide_trace)``."""
     guide_key, model_key = jax.random.split(rng_key)
-    # seed outermost: sites whose value is substituted or replayed draw no key
-    guide_trace = trace(seed(substitute(guide, data=param_map), guide_key)).get_trace(
-        *args, **kwargs
-    )
-    data = _after_guide(param_map, guide_trace)
-    replayed = replay(substitute(model, data=data), trace=guide_trace)
-    model_trace = trace(seed(replayed, model_key)).get_trace(*args, **kwargs)
+    # the draws of sites that are not reparameterizable carry no gradient:
+    # their parameters learn from the score terms alone (a draw that is
+    # differentiable all the same, such as VonMises' in its loc, would
+    # otherwise add a pathwise term to the score term, a biased sum)
+    with _CutNonReparamPaths():
+        # seed outermost: sites whose value is substituted or replayed draw
+        # no key
+        guide_trace = trace(
+            seed(substitute(guide, data=param_map), guide_key)
+        ).get_trace(*args, **kwargs)
+        data = _after_guide(param_map, guide_trace)
+        replayed = replay(substitute(model, data=data), trace=guide_trace)
+        model_trace = trace(seed(replayed, model_key)).get_trace(*args, **kwargs)
     return model_trace, guide_trace
 
 
@@ -95,22 +121,28 @@ def _with_score_gradient(objective, score):
     )
 
 
-def _model_site_logs(model_trace, skip=()) -> dict:
-    """Summed log density of each sample site of the model, by name."""
+def _model_site_logs(model_trace, skip=(), reduce=jnp.sum) -> dict:
+    """Summed (by ``reduce``) log density of each sample site of the model,
+    by name."""
     return {
-        name: jnp.sum(site_log_prob(site))
+        name: reduce(site_log_prob(site))
         for name, site in model_trace.items()
         if site["type"] == "sample" and name not in skip
     }
 
 
-def _guide_site_logs(guide_trace, skip=()) -> dict:
-    """Summed log density of each latent site of the guide, by name."""
+def _guide_site_logs(guide_trace, skip=(), reduce=jnp.sum) -> dict:
+    """Summed (by ``reduce``) log density of each latent site of the guide,
+    by name."""
     return {
-        name: jnp.sum(site_log_prob(site))
+        name: reduce(site_log_prob(site))
         for name, site in guide_trace.items()
         if is_latent(site) and name not in skip
     }
+
+
+def _unreduced(log):
+    return log
 
 
 def _total(logs: dict) -> jnp.ndarray:
@@ -535,3 +567,202 @@ class TraceEnum_ELBO(ELBO):
             elbo = elbo - _guide_log_density(guide_trace)
         elbo = _with_score_gradient(elbo, _score_term(guide_trace))
         return elbo, mutable_state_of(model_trace, guide_trace)
+
+
+def _reject_enumerated(model_trace, guide_trace) -> None:
+    """TraceGraph_ELBO samples every latent site: none may ask to be summed out."""
+    for role, tr in (("guide", guide_trace), ("model", model_trace)):
+        for name, site in tr.items():
+            if not is_latent(site):
+                continue
+            mark = site["infer"].get("enumerate")
+            if "_enumerate_dim" in site["infer"] or (
+                mark and (role == "guide" or name not in guide_trace)
+            ):
+                where = (
+                    "drop the mark to sample it"
+                    if role == "guide"
+                    else "sample it in the guide"
+                )
+                raise ValueError(
+                    f"TraceGraph_ELBO samples every latent site and does not "
+                    f"enumerate: {role} site {name!r} is marked "
+                    f"infer={{'enumerate': {mark!r}}}; use TraceEnum_ELBO to sum "
+                    f"it out exactly, or {where}"
+                )
+
+
+def _upstream_draws(param_map, model, guide, args, kwargs, guide_trace, scored):
+    """For each cost term, the ``scored`` guide sites whose draws it depends on.
+
+    Model and guide are traced once more with the draws of the ``scored``
+    sites as abstract inputs (the other sites drawn from a fixed key: only
+    what feeds what matters here), and :func:`input_dependencies` reads which
+    of those inputs reach each site's log density. A draw also carries the
+    draws its own distribution was computed from: a cost that depends on
+    ``b``, where ``b ~ q(b | a)``, depends on ``a`` too.
+
+    Returns:
+        ``(model, guide)``: dicts from site name to the frozenset of scored
+        sites upstream of that site's log density.
+    """
+    draws = {name: guide_trace[name]["value"] for name in scored}
+
+    def log_densities(values):
+        model_tr, guide_tr = get_traces(
+            jax.random.PRNGKey(0),
+            param_map,
+            model,
+            substitute(guide, data=values),
+            args,
+            kwargs,
+        )
+        model_logs = _model_site_logs(model_tr, reduce=_unreduced)
+        guide_logs = _guide_site_logs(guide_tr, reduce=_unreduced)
+        # what each scored site's distribution is computed from
+        parents = {
+            name: [
+                leaf
+                for leaf in jax.tree.leaves(guide_tr[name]["fn"])
+                if isinstance(leaf, jax.Array)
+            ]
+            for name in values
+        }
+        return model_logs, guide_logs, parents
+
+    try:
+        model_src, guide_src, parent_src = input_dependencies(log_densities, draws)
+    except jax.errors.ConcretizationTypeError as error:
+        raise ValueError(
+            "TraceGraph_ELBO traces the model and guide with abstract values of "
+            f"the non-reparameterized sites {sorted(scored)} to find which log "
+            "densities depend on them; Python control flow on those values is "
+            "not supported (use jnp.where or jax.lax.cond)"
+        ) from error
+    # close over chains of draws: a's descendants' costs are a's costs too
+    ancestry = {name: frozenset({name}).union(*parent_src[name]) for name in scored}
+    changed = True
+    while changed:
+        changed = False
+        for name, found in ancestry.items():
+            grown = found.union(*(ancestry[other] for other in found))
+            if grown != found:
+                ancestry[name], changed = grown, True
+    everything = frozenset(scored)
+
+    def upstream(sources):
+        if sources is None:  # not seen in the tracing run: assume the worst
+            return everything
+        return frozenset().union(*(ancestry[name] for name in sources))
+
+    return (
+        {name: upstream(model_src.get(name)) for name in model_src},
+        {name: upstream(guide_src.get(name)) for name in guide_src},
+    )
+
+
+def _summed_outside(cost, cost_frames, frames):
+    """``cost`` summed over every dim but those of the plates it shares with
+    ``frames`` (kept with ``keepdims``, so it broadcasts against a log density
+    batched by ``frames``)."""
+    named = {(frame.name, frame.dim) for frame in frames}
+    shared = {frame.dim for frame in cost_frames if (frame.name, frame.dim) in named}
+    ndim = jnp.ndim(cost)
+    axes = tuple(axis for axis in range(ndim) if axis - ndim not in shared)
+    return jnp.sum(cost, axis=axes, keepdims=True)
+
+
+class TraceGraph_ELBO(ELBO):
+    """The ELBO of :class:`Trace_ELBO` with a lower-variance gradient for
+    guide sites that are not reparameterizable (discrete sites, or any
+    distribution whose ``has_rsample`` is False).
+
+    Trace_ELBO multiplies the score ``grad log q(z)`` of such a site by the
+    whole ELBO estimate. Here each site's score is multiplied only by the
+    cost terms (``log p`` of model sites, ``-log q`` of guide sites) whose
+    value depends on its draw: its own terms and those of later sites
+    computed from it, directly or through other draws of the guide. Inside a
+    plate, a site's score meets only the terms of its own plate element
+    (plates promise conditional independence), and terms of plates it is not
+    in are summed. The other terms have zero expectation against the score,
+    so the estimator stays unbiased (Schulman et al., 2015, "Gradient
+    Estimation Using Stochastic Computation Graphs"). Reparameterized sites
+    differentiate through their draws as in Trace_ELBO; the draws of the
+    other sites carry no gradient.
+
+    The dependencies are found once per compilation, not at every step: the
+    model and guide are traced with the draws of the scored sites as
+    abstract inputs and the jaxpr is read for which inputs reach each log
+    density (:mod:`probnn.infer.tracegraph`), so they may be overstated
+    (more variance, no bias) where values mix inside an opaque primitive,
+    never missed. Python control flow on those draws is therefore not
+    supported.
+
+    The loss value equals Trace_ELBO's for the same key. As in Trace_ELBO
+    (and Pyro), a score is the site's unscaled log density even under plate
+    subsampling, while the cost terms carry their subsampling scale.
+    Enumerated sites are rejected: use :class:`TraceEnum_ELBO`.
+
+    Args:
+        num_particles: draws of the guide per estimate.
+        vectorize_particles: evaluate the particles with ``vmap`` (else
+            ``lax.map``).
+
+    >>> import jax, probnn, probnn.distributions as dist
+    >>> def model():
+    ...     z = probnn.sample("z", dist.Bernoulli(0.5))
+    ...     probnn.sample("x", dist.Normal(z, 1.0), obs=1.0)
+    >>> def guide():
+    ...     probnn.sample("z", dist.Bernoulli(probnn.param("p", 0.5)))
+    >>> elbo = TraceGraph_ELBO()
+    >>> key, params = jax.random.PRNGKey(0), {"p": 0.5}
+    >>> bool(elbo.loss(key, params, model, guide)
+    ...      == Trace_ELBO().loss(key, params, model, guide))
+    True
+    """
+
+    can_infer_discrete = True
+
+    def _particle(self, rng_key, param_map, model, guide, args, kwargs):
+        model_trace, guide_trace = get_traces(
+            rng_key, param_map, model, guide, args, kwargs
+        )
+        _reject_enumerated(model_trace, guide_trace)
+        state = mutable_state_of(model_trace, guide_trace)
+        model_logs = _model_site_logs(model_trace, reduce=_unreduced)
+        guide_logs = _guide_site_logs(guide_trace, reduce=_unreduced)
+        scored = [
+            name
+            for name, site in guide_trace.items()
+            if is_latent(site) and not _is_reparameterized(site)
+        ]
+        # Trace_ELBO's value; the gradient of -log q at a scored site's fixed
+        # draw has zero mean and is left out
+        guide_sums = {name: jnp.sum(log) for name, log in guide_logs.items()}
+        for name in scored:
+            guide_sums[name] = jax.lax.stop_gradient(guide_sums[name])
+        elbo = _total({name: jnp.sum(log) for name, log in model_logs.items()})
+        elbo = elbo - _total(guide_sums)
+        if not scored:
+            return elbo, state
+        model_up, guide_up = _upstream_draws(
+            param_map, model, guide, args, kwargs, guide_trace, scored
+        )
+        costs = [
+            (model_logs[name], model_trace[name]["cond_indep_stack"], model_up[name])
+            for name in model_logs
+        ] + [
+            (-guide_logs[name], guide_trace[name]["cond_indep_stack"], guide_up[name])
+            for name in guide_logs
+        ]
+        surrogate = jnp.zeros(())
+        for name in scored:
+            site = guide_trace[name]
+            frames = site["cond_indep_stack"]
+            downstream = jnp.zeros(())
+            for cost, cost_frames, upstream in costs:
+                if name in upstream:
+                    downstream = downstream + _summed_outside(cost, cost_frames, frames)
+            score = site["fn"].log_prob(site["value"])
+            surrogate = surrogate + jnp.sum(score * jax.lax.stop_gradient(downstream))
+        return elbo + (surrogate - jax.lax.stop_gradient(surrogate)), state

@@ -258,3 +258,33 @@ def test_mutable_state_with_particles_keeps_the_mean_of_floats(vectorize):
     assert int(out["mutable_state"]["stats"]["count"]) == 6
     # the caller's state is not mutated
     assert params["stats"] == {"mean": 2.0, "count": 5}
+
+
+class _ScoredNormal(dist.Normal):
+    """A Normal whose draws are differentiable in loc and scale but which
+    declares itself not reparameterizable: the ELBOs must then use the score
+    function alone (adding the pathwise gradient to it would be biased)."""
+
+    has_rsample = False
+
+
+@pytest.mark.parametrize("elbo", [Trace_ELBO(), TraceMeanField_ELBO()])
+def test_non_reparameterized_draws_give_an_unbiased_gradient(elbo):
+    # model z ~ N(0, 1), guide z ~ N(m, s): -ELBO = (m^2 + s^2) / 2 - log s + c,
+    # so d/dm = m and d/ds = s - 1 / s
+    m, s = 0.7, 1.6
+
+    def model():
+        probnn.sample("z", dist.Normal(0.0, 1.0))
+
+    def guide():
+        probnn.sample("z", _ScoredNormal(probnn.param("m", m), probnn.param("s", s)))
+
+    params = {"m": jnp.asarray(m), "s": jnp.asarray(s)}
+    grad = jax.grad(lambda p, k: elbo.loss(k, p, model, guide))
+    keys = jax.random.split(jax.random.PRNGKey(0), 20000)
+    draws = jax.jit(jax.vmap(grad, in_axes=(None, 0)))(params, keys)
+    for name, exact in [("m", m), ("s", s - 1.0 / s)]:
+        values = np.asarray(draws[name])
+        error = abs(values.mean() - exact)
+        assert error < 5 * values.std() / math.sqrt(len(values)), (name, error)
