@@ -219,11 +219,13 @@ def test_pack_like_packs_optimiser_moments_and_serialises():
 # -- SVI on packed states ---------------------------------------------------------
 
 
-DATA = jax.random.normal(jax.random.PRNGKey(5), (SITES, 8)) + jnp.arange(SITES)[:, None]
+# five rows: five sites of each kind, enough to be packed (MIN_GROUP is 4)
+# and few enough that the steps compile quickly
+DATA = jax.random.normal(jax.random.PRNGKey(5), (5, 8)) + jnp.arange(5)[:, None]
 
 
 def many_sites(data):
-    for i in range(SITES):
+    for i in range(data.shape[0]):
         z = probnn.sample(f"z{i}", dist.Normal(0.0, 3.0))
         s = probnn.sample(f"s{i}", dist.LogNormal(0.0, 0.5))
         with probnn.plate(f"points{i}", data.shape[1]):
@@ -276,11 +278,13 @@ def test_vectorized_steps_match_plain_steps(optim):
 
 
 def test_vectorized_step_traces_far_fewer_equations():
+    # tracing only (nothing compiles): twelve sites of each kind
+    data = jax.random.normal(jax.random.PRNGKey(5), (12, 8))
     svi = SVI(many_sites, AutoNormal(many_sites), optax.adam(0.05), Trace_ELBO())
-    state = svi.init(jax.random.PRNGKey(0), DATA)
-    batched = count_equations(svi.update, state, DATA)
+    state = svi.init(jax.random.PRNGKey(0), data)
+    batched = count_equations(svi.update, state, data)
     svi.vectorize_steps = False
-    plain = count_equations(svi.update, state, DATA)
+    plain = count_equations(svi.update, state, data)
     assert batched < plain / 3
 
 
@@ -331,9 +335,11 @@ def test_stable_update_on_a_packed_state_skips_non_finite_steps():
 
 def test_packed_run_converges_to_the_conjugate_posteriors():
     """Normal-Normal with known noise, twelve independent sites."""
+    data = jax.random.normal(jax.random.PRNGKey(5), (SITES, 8))
+    data = data + jnp.arange(SITES)[:, None]
 
     def model(data):
-        for i in range(SITES):
+        for i in range(data.shape[0]):
             z = probnn.sample(f"z{i}", dist.Normal(0.0, 3.0))
             with probnn.plate(f"points{i}", data.shape[1]):
                 probnn.sample(f"y{i}", dist.Normal(z, 1.0), obs=data[i])
@@ -345,10 +351,10 @@ def test_packed_run_converges_to_the_conjugate_posteriors():
         optax.adam(optax.exponential_decay(0.05, 3000, 0.05)),
         TraceMeanField_ELBO(),
     )
-    result = svi.run(jax.random.PRNGKey(1), 3000, DATA, progress_bar=False)
+    result = svi.run(jax.random.PRNGKey(1), 3000, data, progress_bar=False)
     assert isinstance(result.state.optim_state[1][0], PackedDict)
-    precision = 1 / 9.0 + DATA.shape[1]
-    mean = DATA.sum(1) / precision
+    precision = 1 / 9.0 + data.shape[1]
+    mean = data.sum(1) / precision
     median = guide.median(result.params)
     np.testing.assert_allclose(
         [median[f"z{i}"] for i in range(SITES)], mean, rtol=0.03, atol=0.03
