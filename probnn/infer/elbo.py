@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from probnn import enumeration
 from probnn.distributions.kl import kl_divergence
@@ -173,10 +174,29 @@ def _mean_state(states):
     return jax.tree.map(reduce, states)
 
 
+def _apply_vmap(fn: Callable, keys):
+    """Evaluate ``fn`` at every key at once (``vectorize_particles=True``)."""
+    return jax.vmap(fn)(keys)
+
+
+def _particle_map(owner: str, vectorize_particles) -> Callable:
+    """How the particles are evaluated: ``(fn, keys) -> stacked results``."""
+    if callable(vectorize_particles):
+        return vectorize_particles
+    if isinstance(vectorize_particles, bool | np.bool_):
+        return _apply_vmap if vectorize_particles else jax.lax.map
+    raise ValueError(
+        f"{owner}: vectorize_particles must be True (vmap), False (lax.map) or a "
+        f"callable (fn, keys) -> results such as jax.pmap's, got "
+        f"{vectorize_particles!r}"
+    )
+
+
 class ELBO:
     """Base class: ``num_particles`` independent draws from the guide per step,
-    evaluated with ``vmap`` (``vectorize_particles=True``) or one after another
-    (``lax.map``).
+    evaluated with ``vmap`` (``vectorize_particles=True``), one after another
+    (``lax.map``, ``False``), or by a callable ``(fn, keys) -> results`` of
+    the user's (as in NumPyro, e.g. one that runs them with ``jax.pmap``).
 
     Subclasses implement ``_particle(rng_key, param_map, model, guide, args,
     kwargs) -> (objective, mutable_state)`` where the objective is maximised.
@@ -192,6 +212,9 @@ class ELBO:
             )
         self.num_particles = num_particles
         self.vectorize_particles = vectorize_particles
+        self.vectorize_particles_fn = _particle_map(
+            type(self).__name__, vectorize_particles
+        )
 
     def _particle(self, rng_key, param_map, model, guide, args, kwargs):
         raise NotImplementedError
@@ -206,10 +229,7 @@ class ELBO:
             objective, state = one(rng_key)
             return jax.tree.map(lambda leaf: leaf[None], objective), state, False
         keys = jax.random.split(rng_key, self.num_particles)
-        if self.vectorize_particles:
-            objectives, states = jax.vmap(one)(keys)
-        else:
-            objectives, states = jax.lax.map(one, keys)
+        objectives, states = self.vectorize_particles_fn(one, keys)
         return objectives, states, True
 
     def _combine(self, objectives):
@@ -264,8 +284,8 @@ class Trace_ELBO(ELBO):
 
     Args:
         num_particles: draws of the guide per estimate.
-        vectorize_particles: evaluate the particles with ``vmap`` (else
-            ``lax.map``).
+        vectorize_particles: evaluate the particles with ``vmap`` (True),
+            ``lax.map`` (False) or a callable ``(fn, keys) -> results``.
         multi_sample_guide: the guide draws several samples of its latents
             at once, along a leading dim of every latent site; the model is
             then run once per sample (vectorized) with that sample and the
@@ -705,8 +725,8 @@ class TraceGraph_ELBO(ELBO):
 
     Args:
         num_particles: draws of the guide per estimate.
-        vectorize_particles: evaluate the particles with ``vmap`` (else
-            ``lax.map``).
+        vectorize_particles: evaluate the particles with ``vmap`` (True),
+            ``lax.map`` (False) or a callable ``(fn, keys) -> results``.
 
     >>> import jax, probnn, probnn.distributions as dist
     >>> def model():

@@ -105,3 +105,29 @@ def test_multi_sample_guide_rejects_unequal_sample_dims():
         Trace_ELBO(multi_sample_guide=True).loss(
             jax.random.PRNGKey(0), {}, model, guide, Y
         )
+
+
+def test_vectorize_particles_takes_a_mapping_callable_as_in_numpyro():
+    def model():
+        probnn.sample("z", dist.Normal(0.0, 1.0))
+
+    def guide():
+        probnn.sample("z", dist.Normal(probnn.param("m", 0.3), 1.0))
+
+    calls = []
+
+    def my_map(fn, keys):
+        calls.append(keys.shape)
+        return jax.lax.map(fn, keys)
+
+    key, params = jax.random.PRNGKey(3), {"m": jnp.asarray(0.3)}
+    losses = [
+        Trace_ELBO(num_particles=4, vectorize_particles=v).loss(
+            key, params, model, guide
+        )
+        for v in (True, False, my_map)
+    ]
+    np.testing.assert_allclose(losses[1:], losses[0], rtol=1e-6)
+    assert len(calls) == 1 and calls[0][0] == 4  # one call, with the 4 keys
+    with pytest.raises(ValueError, match="Trace_ELBO: vectorize_particles must be"):
+        Trace_ELBO(vectorize_particles="vmap")
