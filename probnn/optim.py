@@ -417,6 +417,37 @@ def optax_to_numpyro(transformation: optax.GradientTransformation) -> _NumPyroOp
     )
 
 
+def is_example_libraries_optimizer(optim) -> bool:
+    """Whether ``optim`` is a ``jax.example_libraries.optimizers`` triple
+    ``(init_fn, update_fn, params_fn)`` (such as ``optimizers.adam(0.01)``)."""
+    return (
+        isinstance(optim, tuple)
+        and len(optim) == 3
+        and all(callable(fn) for fn in optim)
+        and hasattr(optim, "init_fn")
+    )
+
+
+def from_example_libraries(optim) -> optax.GradientTransformation:
+    """A ``jax.example_libraries.optimizers`` triple as an optax
+    transformation: its state is ``(step, the triple's own state)``, and the
+    update is the difference between the params after the triple's step and
+    before it."""
+    init_fn, update_fn, params_fn = optim
+
+    def init(params):
+        return jnp.zeros((), jnp.int32), init_fn(params)
+
+    def update(grads, state, params=None):
+        step, inner = state
+        inner = update_fn(step, grads, inner)
+        new = params_fn(inner)
+        old = params_fn(state[1]) if params is None else params
+        return jax.tree.map(jnp.subtract, new, old), (step + 1, inner)
+
+    return optax.GradientTransformation(init, update)
+
+
 class Minimize(_NumPyroOptim):
     """Each update runs a whole deterministic minimisation of the objective
     with :func:`jax.scipy.optimize.minimize` (NumPyro's ``Minimize``).

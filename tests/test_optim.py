@@ -390,3 +390,20 @@ def test_clipped_adam_differs_from_adam_when_gradients_exceed_the_bound():
 def test_svi_rejects_other_objects():
     with pytest.raises(TypeError, match="GradientTransformation"):
         SVI(model, guide, object(), Trace_ELBO())
+
+
+def test_svi_accepts_a_jax_example_libraries_optimizer_triple():
+    # NumPyro's SVI takes jax.example_libraries.optimizers triples too; the
+    # same rule, step by step, as the optax spelling
+    from jax.example_libraries import optimizers
+
+    for triple, transformation in (
+        (optimizers.sgd(0.01), optax.sgd(0.01)),
+        (optimizers.adam(0.05), optax.adam(0.05)),
+    ):
+        ours = svi_params(triple, steps=30)
+        reference = svi_params(transformation, steps=30)
+        for name in ("loc", "scale"):
+            np.testing.assert_allclose(ours[name], reference[name], rtol=1e-5)
+    with pytest.raises(TypeError, match="jax.example_libraries.optimizers triple"):
+        SVI(model, guide, (1, 2, 3), Trace_ELBO())

@@ -233,8 +233,9 @@ class ELBO:
         return objectives, states, True
 
     def _combine(self, objectives):
-        """Loss (to minimise) from the particles' objectives."""
-        return -jnp.mean(objectives)
+        """Loss (to minimise) from the particles' objectives (a dict of them,
+        one per site, with ``sum_sites=False``)."""
+        return jax.tree.map(lambda objective: -jnp.mean(objective), objectives)
 
     def loss_with_mutable_state(
         self,
@@ -336,18 +337,19 @@ class Trace_ELBO(ELBO):
         if self.sum_sites:
             elbo = _total(model_logs) - _total(guide_logs)
             return _with_score_gradient(elbo, score), state
-        zero = jnp.zeros(())
-        per_site = {
-            name: _with_score_gradient(
-                model_logs.get(name, zero) - guide_logs.get(name, zero), score
-            )
-            for name in {**model_logs, **guide_logs}
-        }
-        return per_site, state
+        return _per_site(model_logs, guide_logs, score), state
 
-    def _combine(self, objectives):
-        # with sum_sites=False: a dict of each site's contribution to the loss
-        return jax.tree.map(lambda objective: -jnp.mean(objective), objectives)
+
+def _per_site(model_logs: dict, guide_logs: dict, score) -> dict:
+    """Each site's contribution to the ELBO (``sum_sites=False``), by name,
+    every one with the score-function gradient of the whole guide."""
+    zero = jnp.zeros(())
+    return {
+        name: _with_score_gradient(
+            model_logs.get(name, zero) - guide_logs.get(name, zero), score
+        )
+        for name in {**model_logs, **guide_logs}
+    }
 
 
 def _multi_sample_logs(rng_key, param_map, model, guide, args, kwargs):
@@ -428,7 +430,22 @@ class TraceMeanField_ELBO(ELBO):
     field) and model sites whose distribution does not depend on other
     latents through the guide's draws; it then has lower variance than
     :class:`Trace_ELBO` and the same expectation.
+
+    Args:
+        num_particles: draws of the guide per estimate.
+        vectorize_particles: as for :class:`Trace_ELBO`.
+        sum_sites: with False, ``loss`` returns a dict of each site's
+            contribution to the loss (as :class:`Trace_ELBO` and NumPyro).
     """
+
+    def __init__(
+        self,
+        num_particles: int = 1,
+        vectorize_particles: bool = True,
+        sum_sites: bool = True,
+    ):
+        super().__init__(num_particles, vectorize_particles)
+        self.sum_sites = bool(sum_sites)
 
     def _particle(self, rng_key, param_map, model, guide, args, kwargs):
         model_trace, guide_trace = get_traces(
@@ -441,6 +458,12 @@ class TraceMeanField_ELBO(ELBO):
                 kl = _analytic_kl(site, guide_site)
                 if kl is not None:
                     analytic[name] = kl
+        if not self.sum_sites:
+            model_logs = _model_site_logs(model_trace, analytic)
+            model_logs.update({name: -kl for name, kl in analytic.items()})
+            guide_logs = _guide_site_logs(guide_trace, analytic)
+            per_site = _per_site(model_logs, guide_logs, _score_term(guide_trace))
+            return per_site, mutable_state_of(model_trace, guide_trace)
         elbo = (
             _model_log_density(model_trace, analytic_kl_from=analytic)
             - _guide_log_density(guide_trace, skip=analytic)

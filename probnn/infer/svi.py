@@ -22,7 +22,12 @@ from probnn.infer import _vectorize
 from probnn.infer._packed import has_packed, is_packed, pack, pack_like, unpack
 from probnn.infer.elbo import is_latent
 from probnn.infer.util import site_transform, transform_fn
-from probnn.optim import Minimize, _NumPyroOptim
+from probnn.optim import (
+    Minimize,
+    _NumPyroOptim,
+    from_example_libraries,
+    is_example_libraries_optimizer,
+)
 from probnn.runtime import Messenger
 
 __all__ = ["SVI", "SVIRunResult", "SVIState", "shard_state"]
@@ -115,6 +120,18 @@ def _support_signature(constraint):
     return kind, tuple(concrete)
 
 
+def _inside_the_real_line(guide_support, model_support) -> bool:
+    """Whether a continuous guide support lies in a model support that is the
+    whole real line (or real vectors of the same event dim)."""
+    real = _support_signature(model_support)[0] == "_Real"
+    return (
+        real
+        and not getattr(guide_support, "is_discrete", False)
+        and getattr(guide_support, "event_dim", 0)
+        == getattr(model_support, "event_dim", 0)
+    )
+
+
 def check_model_guide_match(model_trace: dict, guide_trace: dict) -> None:
     """Raise a ValueError naming the site when the guide lacks one of the
     model's latent sites, draws a site the model does not have, or gives a
@@ -143,6 +160,8 @@ def check_model_guide_match(model_trace: dict, guide_trace: dict) -> None:
             continue
         same_kind = model_support[0] == guide_support[0]
         comparable = model_support[1] is not None and guide_support[1] is not None
+        if _inside_the_real_line(guide_site["fn"].support, site["fn"].support):
+            continue  # the guide's draws are all in the model's support
         if not same_kind or (comparable and model_support[1] != guide_support[1]):
             raise ValueError(
                 f"site {name!r}: the guide's {type(guide_site['fn']).__name__} has "
@@ -471,10 +490,14 @@ class SVI:
             optim = optax.identity()
         elif isinstance(optim, _NumPyroOptim):  # probnn.optim.Adam(...) etc.
             optim = optim.as_optax()
+        elif is_example_libraries_optimizer(optim):  # optimizers.adam(0.01)
+            optim = from_example_libraries(optim)
         if not _is_gradient_transformation(optim):
             raise TypeError(
                 "SVI: optim must be an optax GradientTransformation (with init "
-                f"and update), got {type(optim).__name__}"
+                "and update), a probnn.optim optimiser or a "
+                "jax.example_libraries.optimizers triple, got "
+                f"{type(optim).__name__}"
             )
         optim = _SVIOptimizer(optim.init, optim.update)
         if not callable(getattr(loss, "loss_with_mutable_state", None)):

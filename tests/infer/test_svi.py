@@ -428,6 +428,20 @@ def test_guide_with_a_different_support_is_named():
         jax.random.PRNGKey(0), Y
     )
 
+    # a guide inside a model support that is the whole real line is fine too
+    # (the model's support may be written as real although it is narrower,
+    # e.g. a TransformedDistribution ending in an affine map of a sigmoid)
+    def normal_model(y):
+        probnn.sample("p", dist.Normal(0.0, 1.0))
+
+    def uniform_guide(y):
+        probnn.sample("p", dist.Uniform(0.0, probnn.param("high", 3.0)))
+
+    state = SVI(normal_model, uniform_guide, optax.adam(0.01), Trace_ELBO()).init(
+        jax.random.PRNGKey(0), Y
+    )
+    assert "high" in state.optim_state[1][0]
+
 
 def test_guide_site_absent_from_the_model_is_named():
     def extra_guide(y):

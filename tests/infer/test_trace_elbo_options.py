@@ -57,6 +57,19 @@ def test_per_site_contributions_average_particles():
     np.testing.assert_allclose(per_site["mu"], kl, atol=0.05)
 
 
+def test_mean_field_per_site_contributions_use_the_closed_form_kl():
+    from probnn.infer import TraceMeanField_ELBO
+
+    key = jax.random.PRNGKey(2)
+    per_site = TraceMeanField_ELBO(sum_sites=False).loss(key, PARAMS, model, guide, Y)
+    total = TraceMeanField_ELBO().loss(key, PARAMS, model, guide, Y)
+    assert set(per_site) == {"mu", "y"}
+    np.testing.assert_allclose(sum(per_site.values()), total, rtol=1e-6)
+    # mu's term is KL(q || prior) exactly, with no Monte Carlo noise
+    kl = dist.kl_divergence(dist.Normal(0.5, 0.7), dist.Normal(0.0, 2.0))
+    np.testing.assert_allclose(per_site["mu"], kl, rtol=1e-6)
+
+
 def sample_guide(num):
     def guide(y):
         loc = probnn.param("loc", 0.5)
