@@ -133,12 +133,12 @@ def _model_site_logs(model_trace, skip=(), reduce=jnp.sum) -> dict:
 
 
 def _guide_site_logs(guide_trace, skip=(), reduce=jnp.sum) -> dict:
-    """Summed (by ``reduce``) log density of each latent site of the guide,
-    by name."""
+    """Summed (by ``reduce``) log density of each sample site of the guide,
+    by name: its latent sites and, as in NumPyro, any site it observes."""
     return {
         name: reduce(site_log_prob(site))
         for name, site in guide_trace.items()
-        if is_latent(site) and name not in skip
+        if site["type"] == "sample" and name not in skip
     }
 
 

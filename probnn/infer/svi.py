@@ -711,10 +711,21 @@ class SVI:
             )
         if not params:
             latent = [n for n, s in model_trace.items() if is_latent(s)]
-            raise ValueError(
+            if latent:
+                # a guide of latent sites with nothing to learn: a mistake
+                raise ValueError(
+                    "SVI.init: nothing to optimise: neither the model nor the "
+                    f"guide has a param site, but the model has latent sites "
+                    f"{latent}"
+                )
+            # no params and no latents: the loss is constant (NumPyro runs
+            # such an SVI too)
+            warnings.warn(
                 "SVI.init: nothing to optimise: neither the model nor the guide "
-                "has a param site"
-                + ("" if latent else ", and the model has no latent sample sites")
+                "has a param site, and the model has no latent sample sites; "
+                "every step leaves the (empty) params as they are",
+                UserWarning,
+                stacklevel=3,
             )
         return params, mutable_state, transforms
 

@@ -453,13 +453,28 @@ def test_guide_site_absent_from_the_model_is_named():
         svi.init(jax.random.PRNGKey(0), Y)
 
 
-def test_nothing_to_optimise_is_an_error():
+def test_nothing_to_optimise_warns_and_runs_but_latents_without_params_fail():
     def observed_only(y):
         with probnn.plate("N", y.shape[0]):
             probnn.sample("y", dist.Normal(0.0, 1.0), obs=y)
 
+    # NumPyro runs such an SVI: the loss is constant, -log p(y)
     svi = SVI(observed_only, lambda y: None, optax.adam(0.01), Trace_ELBO())
-    with pytest.raises(ValueError, match="nothing to optimise.*no latent sample sites"):
+    with pytest.warns(UserWarning, match="nothing to optimise.*no latent sample"):
+        result = svi.run(jax.random.PRNGKey(0), 5, Y, progress_bar=False)
+    assert result.params == {}
+    expected = -float(jnp.sum(dist.Normal(0.0, 1.0).log_prob(Y)))
+    np.testing.assert_allclose(result.losses, expected, rtol=1e-6)
+
+    # a guide with latent sites but nothing to learn is a mistake
+    def latent_model(y):
+        probnn.sample("mu", dist.Normal(0.0, 1.0))
+
+    def fixed_guide(y):
+        probnn.sample("mu", dist.Normal(0.0, 1.0))
+
+    svi = SVI(latent_model, fixed_guide, optax.adam(0.01), Trace_ELBO())
+    with pytest.raises(ValueError, match=r"nothing to optimise.*latent sites \['mu'\]"):
         svi.init(jax.random.PRNGKey(0), Y)
 
 

@@ -144,3 +144,19 @@ def test_vectorize_particles_takes_a_mapping_callable_as_in_numpyro():
     assert len(calls) == 1 and calls[0][0] == 4  # one call, with the 4 keys
     with pytest.raises(ValueError, match="Trace_ELBO: vectorize_particles must be"):
         Trace_ELBO(vectorize_particles="vmap")
+
+
+def test_sites_the_guide_observes_count_in_its_log_density():
+    # as in NumPyro: loss = log q(guide's observed sites) - log p(model's)
+    def obs_model():
+        probnn.sample("x", dist.Normal(1.0, 0.5), obs=0.3)
+
+    def obs_guide():
+        probnn.sample("y", dist.Normal(probnn.param("c", -1.0), 0.4), obs=0.3)
+
+    key, params = jax.random.PRNGKey(0), {"c": jnp.asarray(-1.0)}
+    expected = dist.Normal(-1.0, 0.4).log_prob(0.3) - dist.Normal(1.0, 0.5).log_prob(
+        0.3
+    )
+    loss = Trace_ELBO().loss(key, params, obs_model, obs_guide)
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
