@@ -17,6 +17,7 @@ integer counters); with one particle it is that particle's state.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import jax
@@ -260,7 +261,18 @@ class ELBO:
         objectives, states, stacked = self._particles(
             rng_key, param_map, model, guide, args, kwargs
         )
-        state = _mean_state(states) if stacked else states
+        state = states
+        if stacked and states is not None:
+            # NumPyro drops the state here (with a warning); it is kept, as
+            # the particles' mean, and the user is told so
+            warnings.warn(
+                f"{type(self).__name__}: mutable state with num_particles="
+                f"{self.num_particles}: the new state is the mean of the "
+                "particles' states (integer leaves: the first particle's)",
+                UserWarning,
+                stacklevel=2,
+            )
+            state = _mean_state(states)
         return {"loss": self._combine(objectives), "mutable_state": state}
 
     def loss(

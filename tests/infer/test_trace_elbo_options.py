@@ -160,3 +160,31 @@ def test_sites_the_guide_observes_count_in_its_log_density():
     )
     loss = Trace_ELBO().loss(key, params, obs_model, obs_guide)
     np.testing.assert_allclose(loss, expected, rtol=1e-6)
+
+
+def test_mutable_state_of_several_particles_is_their_mean_and_says_so():
+    def counting_model():
+        x = probnn.sample("x", dist.Normal(0.0, 1.0))
+        probnn.mutable("last_x", x)
+
+    def counting_guide():
+        probnn.sample("x", dist.Normal(probnn.param("m", 0.0), 1.0))
+
+    key, params = jax.random.PRNGKey(4), {"m": jnp.asarray(0.0)}
+    elbo = Trace_ELBO(num_particles=3)
+    with pytest.warns(UserWarning, match="mutable state with num_particles=3"):
+        out = elbo.loss_with_mutable_state(key, params, counting_model, counting_guide)
+    # the mean of the three particles' draws of x
+    keys = jax.random.split(key, 3)
+    draws = [
+        probnn.handlers.trace(
+            probnn.handlers.seed(
+                probnn.handlers.substitute(counting_guide, data=params),
+                jax.random.split(k)[0],
+            )
+        ).get_trace()["x"]["value"]
+        for k in keys
+    ]
+    np.testing.assert_allclose(
+        out["mutable_state"]["last_x"], np.mean(draws), rtol=1e-5, atol=1e-6
+    )
