@@ -44,7 +44,11 @@ class HMCState(NamedTuple):
 
     ``z`` and ``z_grad`` are flat vectors of the unconstrained latent
     values (``MCMC`` maps draws back to sites); ``adapt_state`` holds the
-    step size and the inverse mass matrix.
+    step size and the inverse mass matrix: the sampler's
+    :class:`probnn.infer.hmc_util.AdaptState` (over the flat vector) inside
+    the chain and in the functional interface :func:`hmc`, a
+    :class:`probnn.infer.hmc_util.HMCAdaptState` (NumPyro's blocks of
+    sites) in ``MCMC.last_state``.
     """
 
     i: Any
@@ -115,6 +119,103 @@ def _signature(tree):
     )
 
 
+# -- structured mass matrices -----------------------------------------------------
+#
+# The sampler works on one flat vector of every latent site (ordered by site
+# name) with an inverse mass matrix that is a vector (diagonal) or a matrix
+# (dense, zero outside the dense blocks). Users and ``MCMC.last_state`` see
+# NumPyro's form instead: a dict from tuples of site names to one block each.
+# The two are converted into each other at the boundaries only (kernel
+# set-up, and the state MCMC shows or is given back), never in the loop.
+
+
+class _Block(NamedTuple):
+    """One block of the mass matrix as NumPyro shows it: its key (site
+    names), its coordinates' positions in the flat vector in the key's
+    order, and whether it is dense (else diagonal)."""
+
+    key: tuple
+    index: np.ndarray
+    dense: bool
+
+
+def _as_key(names) -> tuple:
+    """A block's key: a tuple of site names (a lone name counts as one)."""
+    return (names,) if isinstance(names, str) else tuple(names)
+
+
+def _site_positions(example: dict) -> dict:
+    """Each latent site's positions in the flat vector: ``ravel_pytree``
+    lays the sites out by sorted name, each one's values row-major."""
+    positions, start = {}, 0
+    for name in sorted(example):
+        length = int(np.prod(jnp.shape(example[name]), dtype=int))
+        positions[name] = np.arange(start, start + length)
+        start += length
+    return positions
+
+
+def _mass_layout(kind: str, positions: dict, dense_mass, given) -> list:
+    """NumPyro's blocks: each ``dense_mass`` group (dense; ``True`` is one
+    group of every site), each other key of a dict ``inverse_mass_matrix``
+    (diagonal), and one diagonal block of the sites named nowhere (sorted),
+    ordered by key as a JAX pytree orders dict keys."""
+    sites = sorted(positions)
+    if isinstance(dense_mass, bool | np.bool_):
+        dense_mass = bool(dense_mass)
+    if dense_mass is True:
+        groups = [tuple(sites)] if sites else []
+    elif not dense_mass:
+        groups = []
+    else:
+        # a group named twice is one block (as in NumPyro)
+        groups = list(dict.fromkeys(_as_key(group) for group in dense_mass))
+        if any(not group for group in groups):
+            raise ValueError(f"{kind}: dense_mass has an empty group: {dense_mass!r}")
+    named = [_as_key(key) for key in given] if isinstance(given, dict) else []
+    if any(not key for key in named):
+        raise ValueError(f"{kind}: inverse_mass_matrix has an empty key ()")
+    for where, keys in (("dense_mass", groups), ("inverse_mass_matrix", named)):
+        unknown = sorted({n for key in keys for n in key if n not in positions})
+        if unknown:
+            raise ValueError(
+                f"{kind}: {where} names {unknown}, which are not latent sites; "
+                f"they are {sites}"
+            )
+    diagonal = [key for key in dict.fromkeys(named) if key not in groups]
+    owner: dict = {}
+    for key in [*groups, *diagonal]:
+        for name in key:
+            if name in owner:
+                hint = ""
+                if key in diagonal and set(key) == set(owner[name]):
+                    hint = (
+                        "; a key of inverse_mass_matrix for a dense block must "
+                        "be its dense_mass group, with the sites in the same order"
+                    )
+                raise ValueError(
+                    f"{kind}: site {name!r} is in two blocks of the mass matrix, "
+                    f"{owner[name]} and {key}; each latent site belongs to one "
+                    f"block (dense_mass groups and inverse_mass_matrix keys){hint}"
+                )
+            owner[name] = key
+    rest = tuple(name for name in sites if name not in owner)
+    blocks = [(key, True) for key in groups] + [(key, False) for key in diagonal]
+    if rest:
+        blocks.append((rest, False))
+    return sorted(
+        (
+            _Block(key, np.concatenate([positions[n] for n in key]).astype(int), dense)
+            for key, dense in blocks
+        ),
+        key=lambda blk: blk.key,
+    )
+
+
+def _block_sizes(positions: dict, key: tuple) -> str:
+    return ", ".join(f"{name!r}: {len(positions[name])}" for name in key)
+
+
 class HMC:
     """Hamiltonian Monte Carlo with a fixed trajectory length.
 
@@ -125,14 +226,29 @@ class HMC:
         kinetic_fn: not supported (the Gaussian kinetic energy is built in);
             must be None.
         step_size: initial step size.
-        inverse_mass_matrix: initial inverse mass matrix (a vector for a
-            diagonal one, a matrix for a dense one); identity by default.
+        inverse_mass_matrix: initial inverse mass matrix; identity by
+            default. An array over the whole flat latent vector (the sites
+            by sorted name, each flattened), or, with a model, a dict from
+            tuples of site names to blocks, as in NumPyro: each value is
+            over its sites' flattened values concatenated in the key's
+            order, a vector (the diagonal) or a matrix; a key that is a
+            ``dense_mass`` group gives that dense block (a vector is its
+            diagonal), any other key a diagonal block (of a matrix only the
+            diagonal is used); sites named nowhere get ones. Which blocks
+            are dense is ``dense_mass``'s choice: an array gives its
+            diagonal for a diagonal mass matrix and is masked to the dense
+            blocks of ``dense_mass`` groups.
         adapt_step_size: adapt the step size during warmup (dual averaging).
         adapt_mass_matrix: adapt the inverse mass matrix during warmup
             (Stan's windows).
         dense_mass: False (diagonal), True (dense), or a list of tuples of
             site names, each a block of sites with a dense mass matrix (the
-            rest diagonal).
+            rest diagonal; ``[]`` is False). ``MCMC.last_state.adapt_state``
+            shows the mass matrix by blocks as NumPyro does (see
+            :class:`probnn.infer.hmc_util.HMCAdaptState`): one key, every
+            site sorted by name, for False and True; for groups, each
+            group, each other key of a dict ``inverse_mass_matrix``, and a
+            diagonal block of the sites left.
         target_accept_prob: the acceptance probability step-size adaptation
             aims for.
         num_steps: leapfrog steps per iteration (default:
@@ -236,9 +352,10 @@ class HMC:
         else:
             example = self._latent_example(model_args, model_kwargs, traced_args)
             self._latent_names = list(example)
-        _, unravel = ravel_pytree(example)
+        flat, unravel = ravel_pytree(example)
         self._unravel = unravel
         self._example = example
+        self._set_mass_structure(flat.shape[0])
         return unravel
 
     def _latent_example(self, model_args, model_kwargs, traced_args):
@@ -336,35 +453,256 @@ class HMC:
 
     # -- the chain -----------------------------------------------------------------
 
-    def _mass_structure(self, size):
-        """None (diagonal) or a 0/1 mask of the dense inverse mass matrix."""
-        dense = self.dense_mass
-        if dense is False or dense is None:
-            return None
-        if dense is True:
-            return np.ones((size, size))
+    def _set_mass_structure(self, size):
+        """Check ``dense_mass`` and ``inverse_mass_matrix`` against the
+        latent sites and keep what the chain needs: ``_mass_mask``, None
+        (a diagonal inverse mass matrix, a vector) or the 0/1 mask of the
+        dense one; and with a model ``_layout``, NumPyro's blocks."""
+        name = type(self).__name__
+        dense, given = self.dense_mass, self.inverse_mass_matrix
+        if isinstance(dense, bool | np.bool_):
+            dense = bool(dense)
+        self._size = size
+        self._layout = None
         if self._latent_names is None:
-            raise ValueError(
-                f"{type(self).__name__}: dense_mass as groups of sites needs a model"
-            )
-        example = self._unravel(jnp.zeros(size))
-        offsets, start = {}, 0
-        for name in sorted(example):  # ravel_pytree orders dict keys
-            length = int(np.prod(jnp.shape(example[name]), dtype=int))
-            offsets[name] = (start, start + length)
-            start += length
-        mask = np.eye(size)
-        for group in dense:
-            group = (group,) if isinstance(group, str) else tuple(group)
-            unknown = [n for n in group if n not in offsets]
-            if unknown:
+            if isinstance(given, dict):
                 raise ValueError(
-                    f"{type(self).__name__}: dense_mass names {unknown}, which are "
-                    f"not latent sites; they are {sorted(offsets)}"
+                    f"{name}: inverse_mass_matrix as a dict of blocks of sites needs "
+                    "a model; with potential_fn give an array over the flat vector"
                 )
-            index = np.concatenate([np.arange(*offsets[n]) for n in group])
-            mask[np.ix_(index, index)] = 1
-        return mask
+            if not (dense is True or not dense):
+                raise ValueError(f"{name}: dense_mass as groups of sites needs a model")
+        else:
+            positions = _site_positions(self._example)
+            self._layout = _mass_layout(name, positions, dense, given)
+            if isinstance(given, dict):
+                blocks = {blk.key: blk for blk in self._layout}
+                for key, value in given.items():
+                    key = _as_key(key)
+                    n = len(blocks[key].index)
+                    if jnp.shape(value) not in ((n,), (n, n)):
+                        raise ValueError(
+                            f"{name}: inverse_mass_matrix[{key!r}] has shape "
+                            f"{jnp.shape(value)}, but its sites "
+                            f"({_block_sizes(positions, key)}) have {n} values in "
+                            f"all: expected shape ({n},) or ({n}, {n})"
+                        )
+        if given is not None and not isinstance(given, dict):
+            if jnp.shape(given) not in ((size,), (size, size)):
+                raise ValueError(
+                    f"{name}: inverse_mass_matrix has shape {jnp.shape(given)}, but "
+                    f"the flat latent vector has {size} values: expected shape "
+                    f"({size},) or ({size}, {size}) (or, with a model, a dict from "
+                    "tuples of site names to blocks)"
+                )
+        if dense is True:
+            self._mass_mask = np.ones((size, size))
+        elif self._layout is None or not any(b.dense for b in self._layout):
+            self._mass_mask = None
+        else:
+            mask = np.eye(size)
+            for blk in self._layout:
+                if blk.dense:
+                    mask[np.ix_(blk.index, blk.index)] = 1
+            self._mass_mask = mask
+
+    def _initial_inverse_mass(self, size, dtype):
+        """The flat inverse mass matrix the chain starts from: identity, or
+        ``inverse_mass_matrix`` as NumPyro reads it (a vector for a dense
+        block is its diagonal; a matrix for a diagonal block gives its
+        diagonal; sites not named get ones)."""
+        mask, given = self._mass_mask, self.inverse_mass_matrix
+        if given is None:
+            if mask is None:
+                return jnp.ones(size, dtype)
+            return jnp.eye(size, dtype=dtype)
+        if not isinstance(given, dict):
+            inverse_mass = jnp.asarray(given, dtype)
+            if mask is None:
+                if inverse_mass.ndim == 2:
+                    inverse_mass = jnp.diagonal(inverse_mass)
+                return inverse_mass
+            if inverse_mass.ndim == 1:
+                inverse_mass = jnp.diag(inverse_mass)
+            if not mask.all():
+                # one matrix over the flat vector: the blocks' entries
+                inverse_mass = inverse_mass * jnp.asarray(mask, dtype)
+            return inverse_mass
+        values = {_as_key(key): value for key, value in given.items()}
+        if mask is None:
+            inverse_mass = jnp.ones(size, dtype)
+        else:
+            inverse_mass = jnp.eye(size, dtype=dtype)
+        for blk in self._layout:
+            if blk.key not in values:
+                continue
+            value = jnp.asarray(values[blk.key], dtype)
+            index = blk.index
+            if blk.dense:
+                if value.ndim == 1:
+                    value = jnp.diag(value)
+                inverse_mass = inverse_mass.at[np.ix_(index, index)].set(value)
+                continue
+            if value.ndim == 2:
+                value = jnp.diagonal(value)
+            if mask is None:
+                inverse_mass = inverse_mass.at[index].set(value)
+            else:
+                inverse_mass = inverse_mass.at[index, index].set(value)
+        return inverse_mass
+
+    # -- the state as MCMC shows it ------------------------------------------------
+
+    def _mass_view(self, inverse_mass):
+        """``(inverse_mass_matrix, mass_matrix_sqrt, mass_matrix_sqrt_inv)``
+        as NumPyro shows them, from the flat inverse mass matrix (with any
+        leading batch dimensions, e.g. chains): dicts of blocks with a
+        model, arrays with ``potential_fn``."""
+        dense_flat = self._mass_mask is not None
+        if self._layout is None:
+            return (inverse_mass, *hu.mass_matrix_factors(inverse_mass, dense_flat))
+        views: tuple = ({}, {}, {})
+        for blk in self._layout:
+            index = blk.index
+            if not dense_flat:
+                part = inverse_mass[..., index]
+            elif blk.dense:
+                part = inverse_mass[..., index[:, None], index]
+            else:
+                part = inverse_mass[..., index, index]
+            sqrt, sqrt_inv = hu.mass_matrix_factors(part, blk.dense)
+            for view, value in zip(views, (part, sqrt, sqrt_inv), strict=True):
+                view[blk.key] = value
+        return views
+
+    def _flat_inverse_mass(self, inverse_mass, dtype):
+        """The inverse of :meth:`_mass_view` for ``inverse_mass_matrix``:
+        the flat matrix (with the blocks' leading batch dimensions)."""
+        name = type(self).__name__
+        dense_flat = self._mass_mask is not None
+        size = self._size
+        tail = (size, size) if dense_flat else (size,)
+        if self._layout is None:
+            inverse_mass = jnp.asarray(inverse_mass, dtype)
+            if inverse_mass.shape[inverse_mass.ndim - len(tail) :] != tail:
+                raise ValueError(
+                    f"{name}: the state's inverse_mass_matrix has shape "
+                    f"{inverse_mass.shape}; this kernel's ends in {tail}"
+                )
+            return inverse_mass
+        expected = [blk.key for blk in self._layout]
+        if not isinstance(inverse_mass, dict) or sorted(
+            map(_as_key, inverse_mass)
+        ) != sorted(expected):
+            keys = list(inverse_mass) if isinstance(inverse_mass, dict) else None
+            raise ValueError(
+                f"{name}: the state's inverse_mass_matrix must be a dict with this "
+                f"kernel's blocks as keys, {expected}; got "
+                f"{keys if keys is not None else type(inverse_mass).__name__}"
+            )
+        values = {_as_key(k): jnp.asarray(v, dtype) for k, v in inverse_mass.items()}
+        batch = None
+        for blk in self._layout:
+            value, n = values[blk.key], len(blk.index)
+            own = (n, n) if blk.dense else (n,)
+            lead = value.shape[: value.ndim - len(own)]
+            if value.shape[value.ndim - len(own) :] != own or (
+                batch is not None and lead != batch
+            ):
+                raise ValueError(
+                    f"{name}: the state's inverse_mass_matrix[{blk.key!r}] has "
+                    f"shape {value.shape}; expected {own} after the batch (chain) "
+                    "dimensions, the same for every block"
+                )
+            batch = lead
+        flat = jnp.zeros((*batch, *tail), dtype)
+        for blk in self._layout:
+            value, index = values[blk.key], blk.index
+            if not dense_flat:
+                flat = flat.at[..., index].set(value)
+            elif blk.dense:
+                flat = flat.at[..., index[:, None], index].set(value)
+            else:
+                flat = flat.at[..., index, index].set(value)
+        return flat
+
+    def public_state(self, state: HMCState) -> HMCState:
+        """The state as :class:`MCMC` shows it (``last_state``): the
+        adaptation state as :class:`probnn.infer.hmc_util.HMCAdaptState`,
+        the mass matrix in NumPyro's form. Any leading (chain) dimensions
+        are kept in front of every value."""
+        adapt = state.adapt_state
+        if not isinstance(adapt, hu.AdaptState):
+            return state
+        inverse_mass, sqrt, sqrt_inv = self._mass_view(adapt.inverse_mass_matrix)
+        public = hu.HMCAdaptState(
+            adapt.step_size,
+            inverse_mass,
+            sqrt,
+            sqrt_inv,
+            adapt.dual_averaging,
+            adapt.welford,
+            adapt.momentum_scale,
+        )
+        return state._replace(adapt_state=public)
+
+    def internal_state(self, state: HMCState) -> HMCState:
+        """The inverse of :meth:`public_state` (e.g. for
+        ``MCMC.post_warmup_state``): the flat mass matrix the chain carries,
+        with the state's ``momentum_scale`` where ``inverse_mass_matrix`` is
+        as :meth:`public_state` left it (recomputing it could round
+        differently from the compiled chain, and the chain would not go on
+        bit for bit), else one derived from the new matrix."""
+        adapt = state.adapt_state
+        if not isinstance(adapt, hu.HMCAdaptState):
+            return state
+        dtype = jnp.result_type(state.z)
+        flat = self._flat_inverse_mass(adapt.inverse_mass_matrix, dtype)
+        batch_ndim = flat.ndim - (1 if self._mass_mask is None else 2)
+        scale_of = hu.momentum_scale_of
+        for _ in range(batch_ndim):
+            scale_of = jax.vmap(scale_of)
+        scale = scale_of(flat)
+        kept = adapt.momentum_scale
+        if kept is not None and jnp.shape(kept) == scale.shape:
+            same = self._unchanged(flat, adapt.mass_matrix_sqrt_inv, batch_ndim)
+            if same is not None:
+                same = jnp.reshape(same, same.shape + (1,) * (scale.ndim - batch_ndim))
+                scale = jnp.where(same, jnp.asarray(kept, dtype), scale)
+        internal = hu.AdaptState(
+            adapt.step_size, flat, scale, adapt.dual_averaging, adapt.welford
+        )
+        return state._replace(adapt_state=internal)
+
+    def _unchanged(self, flat, shown_roots, batch_ndim):
+        """Per batch entry (chain), whether the inverse mass matrix ``flat``
+        is the one that :meth:`public_state` showed with ``shown_roots`` as
+        ``mass_matrix_sqrt_inv``: the same computation on the same values
+        reproduces them bit for bit (None if their structure differs)."""
+        roots = self._mass_view(flat)[2]
+        if self._layout is None:
+            roots, shown_roots = {(): roots}, {(): shown_roots}
+        if not isinstance(shown_roots, dict) or set(shown_roots) != set(roots):
+            return None
+        same = None
+        for key, root in roots.items():
+            shown = shown_roots[key]
+            if jnp.shape(shown) != root.shape:
+                return None
+            equal = jnp.all(
+                root == jnp.asarray(shown, root.dtype),
+                axis=tuple(range(batch_ndim, root.ndim)),
+            )
+            same = equal if same is None else same & equal
+        return same
+
+    def public_mass_field(self, field: str, inverse_mass):
+        """The adaptation state's ``field`` (``"inverse_mass_matrix"``,
+        ``"mass_matrix_sqrt"`` or ``"mass_matrix_sqrt_inv"``) as NumPyro
+        shows it, from flat inverse mass matrices (e.g. collected per draw
+        as an extra field)."""
+        fields = ("inverse_mass_matrix", "mass_matrix_sqrt", "mass_matrix_sqrt_inv")
+        return self._mass_view(inverse_mass)[fields.index(field)]
 
     def init_state(
         self, key, flat, value, grad, num_warmup, model_args, model_kwargs
@@ -374,13 +712,8 @@ class HMC:
         potential_and_grad = self._potential(model_args, model_kwargs)
         size = flat.shape[0]
         dtype = flat.dtype
-        mask = self._mass_structure(size)
-        if self.inverse_mass_matrix is not None:
-            inverse_mass = jnp.asarray(self.inverse_mass_matrix, dtype)
-        elif mask is None:
-            inverse_mass = jnp.ones(size, dtype)
-        else:
-            inverse_mass = jnp.eye(size, dtype=dtype)
+        mask = self._mass_mask
+        inverse_mass = self._initial_inverse_mass(size, dtype)
         scale = hu.momentum_scale_of(inverse_mass)
         step = jnp.asarray(self.step_size, dtype)
         key, step_key = jax.random.split(key)

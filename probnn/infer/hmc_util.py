@@ -14,6 +14,7 @@ import numpy as np
 __all__ = [
     "AdaptState",
     "DualAveragingState",
+    "HMCAdaptState",
     "WelfordState",
     "adaptation_schedule",
     "dual_averaging_init",
@@ -21,6 +22,7 @@ __all__ = [
     "find_reasonable_step_size",
     "kinetic_energy",
     "leapfrog",
+    "mass_matrix_factors",
     "sample_momentum",
     "velocity",
     "welford_covariance",
@@ -204,12 +206,87 @@ def welford_covariance(state: WelfordState, regularize: bool = True):
     return shrunk + 1e-3 * (5.0 / (count + 5.0)) * identity
 
 
+def mass_matrix_factors(inverse_mass_matrix, dense: bool):
+    """``(mass_matrix_sqrt, mass_matrix_sqrt_inv)`` of an inverse mass matrix
+    ``A`` (a vector of its diagonal unless ``dense``), in NumPyro's sense:
+    ``sqrt`` is the lower-triangular Cholesky factor of the mass matrix
+    ``inv(A)`` (``sqrt @ sqrt.T == inv(A)``) and ``sqrt_inv`` its inverse
+    (``sqrt_inv.T @ sqrt_inv == A``); elementwise ``1 / sqrt(A)`` and
+    ``sqrt(A)`` for a diagonal. Leading dimensions are batch dimensions.
+
+    Computed without inverting ``A``: reversing the order of the
+    coordinates turns the lower Cholesky factor of the reversed ``A`` into
+    an upper-triangular ``R`` with ``A = R @ R.T``; then ``sqrt_inv =
+    R.T`` and ``sqrt = inv(R.T)``, a triangular solve."""
+    if not dense:
+        root = jnp.sqrt(inverse_mass_matrix)
+        return 1.0 / root, root
+    reverse = inverse_mass_matrix[..., ::-1, ::-1]
+    upper = jnp.linalg.cholesky(reverse)[..., ::-1, ::-1]
+    sqrt_inv = jnp.swapaxes(upper, -1, -2)
+    identity = jnp.broadcast_to(
+        jnp.eye(sqrt_inv.shape[-1], dtype=sqrt_inv.dtype), sqrt_inv.shape
+    )
+    sqrt = jax.scipy.linalg.solve_triangular(sqrt_inv, identity, lower=True)
+    return sqrt, sqrt_inv
+
+
 class AdaptState(NamedTuple):
+    """The sampler's own adaptation state (what its compiled loop carries):
+    the inverse mass matrix over the flat latent vector (a vector, or a
+    matrix, zero outside the dense blocks), and ``momentum_scale``, the
+    factor turning standard normal draws into momenta."""
+
     step_size: Any
     inverse_mass_matrix: Any
     momentum_scale: Any
     dual_averaging: DualAveragingState
     welford: WelfordState
+
+    @property
+    def dense(self) -> bool:
+        # the Welford state keeps a matrix of sums for a dense mass matrix,
+        # whatever batch dimensions the state has
+        return jnp.ndim(self.welford.m2) > jnp.ndim(self.welford.mean)
+
+    @property
+    def mass_matrix_sqrt(self):
+        """NumPyro's field: see :func:`mass_matrix_factors`."""
+        return mass_matrix_factors(self.inverse_mass_matrix, self.dense)[0]
+
+    @property
+    def mass_matrix_sqrt_inv(self):
+        """NumPyro's field: see :func:`mass_matrix_factors`."""
+        return mass_matrix_factors(self.inverse_mass_matrix, self.dense)[1]
+
+
+class HMCAdaptState(NamedTuple):
+    """The adaptation state as :class:`probnn.infer.MCMC` shows it in
+    ``last_state`` (NumPyro's first four fields, with NumPyro's values).
+
+    With a model, ``inverse_mass_matrix``, ``mass_matrix_sqrt`` and
+    ``mass_matrix_sqrt_inv`` are dicts keyed by tuples of site names, one
+    entry per block of the mass matrix: a vector for a diagonal block, a
+    matrix for a dense one, over the block's sites' flattened values
+    concatenated in the order of the key. With ``potential_fn`` they are
+    arrays over the whole flat latent vector. See
+    :func:`mass_matrix_factors` for the two square roots.
+
+    ``dual_averaging``, ``welford`` and ``momentum_scale`` are the
+    sampler's own (over the flat latent vector, see :class:`AdaptState`).
+    Given back as ``MCMC.post_warmup_state`` the state continues the chains
+    exactly where they were: the sampler reads ``step_size`` and
+    ``inverse_mass_matrix``, and keeps its ``momentum_scale`` unless
+    ``inverse_mass_matrix`` was changed (it then derives a new one from it;
+    the two square roots are for reading only)."""
+
+    step_size: Any
+    inverse_mass_matrix: Any
+    mass_matrix_sqrt: Any
+    mass_matrix_sqrt_inv: Any
+    dual_averaging: DualAveragingState
+    welford: WelfordState
+    momentum_scale: Any
 
 
 def adaptation_schedule(num_warmup: int):

@@ -91,12 +91,20 @@ def _check_traceable(args, kwargs):
 
 # state fields holding a flat vector shaped like the latent point
 _POINT_FIELDS = ("z", "z_grad", "r")
+# extra fields shown in NumPyro's form (dicts of blocks with a model): the
+# chain collects its flat inverse mass matrix, converted after the run
+_MASS_FIELDS = {
+    f"adapt_state.{name}": name
+    for name in ("inverse_mass_matrix", "mass_matrix_sqrt", "mass_matrix_sqrt_inv")
+}
 
 
 def _field(state: HMCState, name: str, unravel=None):
     """The state's field ``name``, a dotted path such as
     ``"adapt_state.step_size"`` or ``"z.a"`` (site ``a`` of the unconstrained
     point): attributes of named tuples, keys of dicts."""
+    if name in _MASS_FIELDS:
+        name = "adapt_state.inverse_mass_matrix"
     first, *rest = name.split(".")
     value = getattr(state, first)
     if rest and first in _POINT_FIELDS and unravel is not None:
@@ -167,7 +175,11 @@ class MCMC:
             argument is unhashable (e.g. a ``Namespace``).
 
     Attributes:
-        last_state: the chains' states after the last run.
+        last_state: the chains' states after the last run, every value with
+            a leading chain dimension; ``adapt_state`` is a
+            :class:`probnn.infer.hmc_util.HMCAdaptState` whose mass matrix
+            fields are in NumPyro's form (with a model, dicts from tuples of
+            site names to blocks).
         post_warmup_state: if set (e.g. to ``last_state``), the next ``run``
             starts from it and skips warmup.
     """
@@ -318,7 +330,9 @@ class MCMC:
             # the iterations count towards
             adapting = self.num_warmup
         else:
-            states = start_state._replace(rng_key=keys)
+            # a state shown as last_state holds the mass matrix in NumPyro's
+            # form: back to the sampler's own
+            states = kernel.internal_state(start_state)._replace(rng_key=keys)
             adapting = 0
         if warmup_only:
             phase_warmup, num_draws_kept = (0, adapting) if collect else (adapting, 0)
@@ -348,13 +362,17 @@ class MCMC:
             self._warmup_state = states
         else:
             self._warmup_state = None
-        self.last_state = states
+        self.last_state = kernel.public_state(states)
         if num_draws_kept:
             # keep the last draw of every block of `thinning`
             step = 1 if warmup_only else self.thinning
             thin = slice(step - 1, None, step)
             draws = draws[:, thin]
             extras = {k: v[:, thin] for k, v in extras.items()}
+            for name in extras.keys() & _MASS_FIELDS.keys():
+                extras[name] = kernel.public_mass_field(
+                    _MASS_FIELDS[name], extras[name]
+                )
             post = self.postprocess_fn
 
             def constrain(flat, args, kwargs):
