@@ -356,6 +356,12 @@ class HMC:
         self._unravel = unravel
         self._example = example
         self._set_mass_structure(flat.shape[0])
+        if not hasattr(self, "_num_warmup"):
+            # a fresh kernel handed another run's post_warmup_state starts
+            # without init_state: no warmup left, the structure from setup
+            self._num_warmup = 0
+            mask = self._mass_mask
+            self._mask = None if mask is None else np.asarray(mask, flat.dtype)
         return unravel
 
     def _latent_example(self, model_args, model_kwargs, traced_args):

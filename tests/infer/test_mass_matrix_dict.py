@@ -497,3 +497,23 @@ def test_blocks_need_a_model():
         mcmc.run(
             jax.random.PRNGKey(0), init_params={"x": jnp.zeros(2), "y": jnp.zeros(())}
         )
+
+
+def test_a_fresh_kernel_continues_from_another_runs_post_warmup_state():
+    def model():
+        probnn.sample("x", dist.Normal(1.0, 2.0))
+
+    first = MCMC(NUTS(model), num_warmup=200, num_samples=10, progress_bar=False)
+    first.run(jax.random.PRNGKey(0))
+    second = MCMC(NUTS(model), num_warmup=200, num_samples=2000, progress_bar=False)
+    second.post_warmup_state = first.last_state
+    second.run(jax.random.PRNGKey(1))
+    x = np.asarray(second.get_samples()["x"])
+    assert x.shape == (2000,)
+    # the adapted step size is kept (no warmup in the second run) ...
+    np.testing.assert_allclose(
+        second.last_state.adapt_state.step_size,
+        first.last_state.adapt_state.step_size,
+    )
+    # ... and the draws are N(1, 2)
+    assert abs(x.mean() - 1.0) < 0.35 and abs(x.std() - 2.0) < 0.3
