@@ -176,12 +176,14 @@ class MCMC:
 
     Attributes:
         last_state: the chains' states after the last run, every value with
-            a leading chain dimension; ``adapt_state`` is a
+            a leading chain dimension when ``num_chains > 1`` (as in
+            NumPyro); ``adapt_state`` is a
             :class:`probnn.infer.hmc_util.HMCAdaptState` whose mass matrix
             fields are in NumPyro's form (with a model, dicts from tuples of
             site names to blocks).
-        post_warmup_state: if set (e.g. to ``last_state``), the next ``run``
-            starts from it and skips warmup.
+        post_warmup_state: if set (e.g. to ``last_state``), every following
+            ``run`` starts from it and skips warmup; :meth:`warmup` sets it to
+            the state it ends in.
     """
 
     def __init__(
@@ -230,7 +232,6 @@ class MCMC:
         self.post_warmup_state = None
         self._samples = None
         self._extra = None
-        self._warmup_state = None
         self._cache: dict = {}
         # what the compiled functions were built for when the model
         # arguments are closed over: (key, the arguments themselves)
@@ -260,6 +261,13 @@ class MCMC:
             warmup_only=True,
             collect=collect_warmup,
         )
+
+    def _with_chain_axis(self, state):
+        """A state as ``last_state`` shows it, with the chain axis that one
+        chain's state is shown without."""
+        if self.num_chains == 1 and jnp.ndim(state.i) == 0:
+            return jax.tree.map(lambda leaf: jnp.asarray(leaf)[None], state)
+        return state
 
     def run(self, rng_key, *args, extra_fields=(), init_params=None, **kwargs) -> None:
         """Warm up (unless a warmup already ran or ``post_warmup_state`` is
@@ -307,7 +315,7 @@ class MCMC:
             for name in extra_fields
             if name != sample_field and not name.startswith("~")
         )
-        start_state = self.post_warmup_state or self._warmup_state
+        start_state = self.post_warmup_state
         one_init = None
         if init_params is not None and self.num_chains > 1:
             one_init = jax.tree.map(lambda x: x[0], init_params)
@@ -332,7 +340,8 @@ class MCMC:
         else:
             # a state shown as last_state holds the mass matrix in NumPyro's
             # form: back to the sampler's own
-            states = kernel.internal_state(start_state)._replace(rng_key=keys)
+            states = kernel.internal_state(self._with_chain_axis(start_state))
+            states = states._replace(rng_key=keys)
             adapting = 0
         if warmup_only:
             phase_warmup, num_draws_kept = (0, adapting) if collect else (adapting, 0)
@@ -358,11 +367,11 @@ class MCMC:
         finally:
             progress.close()
             self._holder[0] = None
-        if warmup_only:
-            self._warmup_state = states
-        else:
-            self._warmup_state = None
         self.last_state = kernel.public_state(states)
+        if self.num_chains == 1:  # NumPyro shows one chain without its axis
+            self.last_state = jax.tree.map(lambda leaf: leaf[0], self.last_state)
+        if warmup_only:
+            self.post_warmup_state = self.last_state
         if num_draws_kept:
             # keep the last draw of every block of `thinning`
             step = 1 if warmup_only else self.thinning

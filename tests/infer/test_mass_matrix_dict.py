@@ -107,12 +107,12 @@ def test_given_block_is_used_and_other_sites_get_ones(dense_mass):
     adapt = run(kernel).last_state.adapt_state
     assert isinstance(adapt, HMCAdaptState)
     assert set(adapt.inverse_mass_matrix) == {("u",), ("v",)}
-    # one chain: a leading chain axis of length one, as every field has
-    u = np.asarray(adapt.inverse_mass_matrix[("u",)])[0]
+    # one chain: no chain axis, as in NumPyro
+    u = np.asarray(adapt.inverse_mass_matrix[("u",)])
     expected = np.diag(given) if dense_mass else np.asarray(given)
     np.testing.assert_array_equal(u, expected)
     np.testing.assert_array_equal(np.asarray(adapt.inverse_mass_matrix[("v",)]), 1.0)
-    assert np.shape(adapt.inverse_mass_matrix[("v",)]) == (1, 2)
+    assert np.shape(adapt.inverse_mass_matrix[("v",)]) == (2,)
     # the given dict is the user's: left as it was
     assert list(kernel.inverse_mass_matrix) == [("u",)]
 
@@ -262,18 +262,18 @@ def test_adapted_blocks_estimate_the_posterior_covariance():
     assert set(shown) == {("b", "a"), ("m",), ("c",)}
     ab = np.array([[1.0, 0.8], [0.8, 1.0]])
     tol = dict(atol=0.5, rtol=0.5)  # NumPyro's for its structured mass test
-    np.testing.assert_allclose(np.asarray(shown[("b", "a")])[0], ab[::-1, ::-1], **tol)
-    np.testing.assert_allclose(np.asarray(shown[("m",)])[0], M_COV, **tol)
-    np.testing.assert_allclose(np.asarray(shown[("c",)])[0], [4.0], **tol)
+    np.testing.assert_allclose(np.asarray(shown[("b", "a")]), ab[::-1, ::-1], **tol)
+    np.testing.assert_allclose(np.asarray(shown[("m",)]), M_COV, **tol)
+    np.testing.assert_allclose(np.asarray(shown[("c",)]), [4.0], **tol)
     # the correlations' signs are the posterior's
-    assert np.asarray(shown[("b", "a")])[0, 0, 1] > 0.2
-    assert np.asarray(shown[("m",)])[0, 0, 1] < -0.2
+    assert np.asarray(shown[("b", "a")])[0, 1] > 0.2
+    assert np.asarray(shown[("m",)])[0, 1] < -0.2
 
     # the square roots are of the MASS matrix, the inverse of this one
     for key, inverse in shown.items():
-        inverse = np.asarray(inverse, np.float64)[0]
-        root = np.asarray(adapt.mass_matrix_sqrt[key], np.float64)[0]
-        root_inv = np.asarray(adapt.mass_matrix_sqrt_inv[key], np.float64)[0]
+        inverse = np.asarray(inverse, np.float64)
+        root = np.asarray(adapt.mass_matrix_sqrt[key], np.float64)
+        root_inv = np.asarray(adapt.mass_matrix_sqrt_inv[key], np.float64)
         if inverse.ndim == 1:
             np.testing.assert_allclose(root**2, 1 / inverse, rtol=1e-5)
             np.testing.assert_allclose(root_inv**2, inverse, rtol=1e-5)
@@ -405,9 +405,9 @@ def test_potential_fn_keeps_arrays():
     assert isinstance(adapt, HMCAdaptState)
     for field in MASS_FIELDS:
         assert not isinstance(getattr(adapt, field), dict), field
-        assert np.shape(getattr(adapt, field)) == (1, 3, 3), field
-    root = np.asarray(adapt.mass_matrix_sqrt, np.float64)[0]
-    inverse = np.asarray(adapt.inverse_mass_matrix, np.float64)[0]
+        assert np.shape(getattr(adapt, field)) == (3, 3), field
+    root = np.asarray(adapt.mass_matrix_sqrt, np.float64)
+    inverse = np.asarray(adapt.inverse_mass_matrix, np.float64)
     np.testing.assert_allclose(root @ root.T, np.linalg.inv(inverse), rtol=1e-4)
     mcmc.post_warmup_state = mcmc.last_state
     mcmc.run(mcmc.last_state.rng_key, init_params=init)

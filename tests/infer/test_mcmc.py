@@ -365,7 +365,7 @@ def test_one_chain_runs_unbatched_by_every_method():
         )
         mcmc.run(jax.random.PRNGKey(3), Y)
         draws[method] = np.asarray(mcmc.get_samples()["mu"])
-        assert mcmc.last_state.z.shape == (1, 1)
+        assert mcmc.last_state.z.shape == (1,)  # one chain: no chain axis
     np.testing.assert_array_equal(draws["sequential"], draws["vectorized"])
     np.testing.assert_array_equal(draws["sequential"], draws["parallel"])
 
@@ -626,10 +626,10 @@ def test_dense_mass_groups_adapt_a_block_and_keep_other_sites_diagonal():
     )
     mcmc.run(jax.random.PRNGKey(21))
     # NumPyro's layout: one block per group, the other sites one diagonal
-    # block; a leading chain axis
+    # block (one chain: no chain axis)
     shown = mcmc.last_state.adapt_state.inverse_mass_matrix
     assert set(shown) == {("a", "b"), ("c",)}
-    ab, c = np.asarray(shown[("a", "b")])[0], np.asarray(shown[("c",)])[0]
+    ab, c = np.asarray(shown[("a", "b")]), np.asarray(shown[("c",)])
     assert ab.shape == (2, 2) and c.shape == (1,)
     assert ab[0, 1] > 0.5  # the adapted covariance of a and b
     assert 4.0 < c[0] < 15.0  # var(c) = 9
@@ -851,7 +851,7 @@ def test_init_params_with_a_python_int_argument():
 
     mcmc = mcmc_of(model, num_warmup=0, num_samples=2)
     mcmc.run(jax.random.PRNGKey(26), Y, 3, init_params={"mu": jnp.array(0.5)})
-    assert mcmc.last_state.z.shape == (1, 1)
+    assert mcmc.last_state.z.shape == (1,)  # one chain: no chain axis
     mcmc = mcmc_of(model)
     mcmc.run(jax.random.PRNGKey(26), Y, 3, init_params={"mu": jnp.array(0.5)})
     mean, var = normal_posterior_of(Y[:3])

@@ -513,3 +513,32 @@ def test_kernel_built_inside_jit_with_a_traced_target_and_hmc_needs_a_length():
     assert draws(jax.random.PRNGKey(1), 0.8).shape == (20,)
     with pytest.raises(ValueError, match="num_steps or trajectory_length"):
         HMC(conjugate_model, num_steps=None, trajectory_length=None)
+
+
+def test_warmup_sets_post_warmup_state_and_one_chain_shows_no_chain_axis():
+    def model():
+        probnn.sample("x", dist.Normal(0.0, 1.0).expand([3]))
+
+    mcmc = MCMC(NUTS(model), num_warmup=30, num_samples=5, progress_bar=False)
+    assert mcmc.post_warmup_state is None
+    mcmc.warmup(jax.random.PRNGKey(0))
+    start = mcmc.post_warmup_state
+    assert start is not None and start.z.shape == (3,)  # as in NumPyro
+    mcmc.run(jax.random.PRNGKey(1))
+    first = mcmc.get_samples()["x"]
+    # run leaves post_warmup_state as it is: the next run starts there too
+    assert mcmc.post_warmup_state is start
+    mcmc.run(jax.random.PRNGKey(1))
+    np.testing.assert_array_equal(mcmc.get_samples()["x"], first)
+    assert mcmc.last_state.z.shape == (3,) and mcmc.last_state.i.shape == ()
+    # several chains keep the chain axis
+    chains = MCMC(
+        NUTS(model),
+        num_warmup=30,
+        num_samples=5,
+        num_chains=2,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    chains.run(jax.random.PRNGKey(2))
+    assert chains.last_state.z.shape == (2, 3)
