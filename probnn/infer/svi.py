@@ -710,20 +710,17 @@ class SVI:
                 f"the param sites are {sorted(params)}"
             )
         if not params:
+            # the loss is then that of a fixed guide: constant in expectation
+            # (svi.evaluate still estimates it); NumPyro runs such an SVI too
             latent = [n for n, s in model_trace.items() if is_latent(s)]
-            if latent:
-                # a guide of latent sites with nothing to learn: a mistake
-                raise ValueError(
-                    "SVI.init: nothing to optimise: neither the model nor the "
-                    f"guide has a param site, but the model has latent sites "
-                    f"{latent}"
-                )
-            # no params and no latents: the loss is constant (NumPyro runs
-            # such an SVI too)
             warnings.warn(
                 "SVI.init: nothing to optimise: neither the model nor the guide "
-                "has a param site, and the model has no latent sample sites; "
-                "every step leaves the (empty) params as they are",
+                "has a param site"
+                + (
+                    f"; the guide's draws of {latent} stay as they are"
+                    if latent
+                    else ", and the model has no latent sample sites"
+                ),
                 UserWarning,
                 stacklevel=3,
             )
