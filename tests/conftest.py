@@ -20,6 +20,7 @@ floating-point rounding; benchmarks and examples run at the default level.
 Set ``PROBNN_TEST_XLA_OPT=default`` to test at the default level.
 """
 
+import gc
 import os
 
 if os.environ.get("PROBNN_TEST_XLA_OPT", "0") != "default":
@@ -63,5 +64,20 @@ def _check_tracer_leaks(request):
     if not wanted:
         yield
         return
-    with jax.checking_leaks():
-        yield
+    # A leak check that finds a trace alive runs gc.collect() and
+    # gc.get_referrers over every object the process holds: late in a suite
+    # run, millions (earlier tests' traces and caches), seconds per check.
+    # Objects older than this test cannot hold its tracers, so they are
+    # frozen out of collection while it runs; whether a trace outlived its
+    # transformation is still decided by a weak reference. JAX's account of
+    # what holds a leaked tracer then stops at frozen objects:
+    # PROBNN_TEST_GC_FREEZE=0 gives the full account.
+    freeze = os.environ.get("PROBNN_TEST_GC_FREEZE", "1") != "0"
+    if freeze:
+        gc.freeze()
+    try:
+        with jax.checking_leaks():
+            yield
+    finally:
+        if freeze:
+            gc.unfreeze()

@@ -11,11 +11,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import probnn
 import probnn.distributions as dist
 from probnn.control_flow import scan
 from probnn.infer import SVI, Trace_ELBO
+
+# the whole of each test runs under jax.checking_leaks() (tests/conftest.py,
+# which also keeps the checks' garbage collections to the test's own objects)
+pytestmark = pytest.mark.check_leaks
 
 T, B, H = 6, 4, 8
 XS = jax.random.normal(jax.random.PRNGKey(0), (T, B, 3))
