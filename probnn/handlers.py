@@ -101,6 +101,10 @@ class seed(Messenger):
     Args:
         fn: model to seed.
         rng_seed: an int or a JAX random key.
+        hide_types: site types (``"sample"``, ``"plate"``, ``"param"``,
+            ``"prng_key"``, ...) this handler gives no key, leaving them to an
+            outer ``seed``: for example one shared key for the plates' mini-batch
+            indices of several runs whose draws differ.
 
     >>> import probnn, probnn.distributions as dist
     >>> model = seed(lambda: probnn.sample("x", dist.Normal(0.0, 1.0)), rng_seed=1)
@@ -108,9 +112,16 @@ class seed(Messenger):
     True
     """
 
-    def __init__(self, fn: Callable | None = None, rng_seed=None):
+    def __init__(self, fn: Callable | None = None, rng_seed=None, hide_types=()):
         self._initial_key = _as_key(rng_seed)
         self._key = self._initial_key
+        if isinstance(hide_types, str) or not all(
+            isinstance(kind, str) for kind in hide_types
+        ):
+            raise ValueError(
+                f"seed: hide_types must be a list of site types, got {hide_types!r}"
+            )
+        self.hide_types = frozenset(hide_types)
         super().__init__(fn)
 
     def __enter__(self):
@@ -127,6 +138,8 @@ class seed(Messenger):
         return key
 
     def process_message(self, msg: Message) -> None:
+        if msg["type"] in self.hide_types:
+            return
         if msg["type"] == "prng_key" and msg["value"] is None:
             msg["value"] = self._next_key()
         elif _needs_key(msg):
@@ -134,7 +147,9 @@ class seed(Messenger):
 
     def scan_image(self, length):
         step_key, shared_key = jax.random.split(self._next_key())
-        return lambda step: _StepSeed(jax.random.fold_in(step_key, step), shared_key)
+        return lambda step: _StepSeed(
+            jax.random.fold_in(step_key, step), shared_key, self.hide_types
+        )
 
 
 class _StepSeed(seed):
@@ -142,12 +157,12 @@ class _StepSeed(seed):
     a param site is one parameter shared by every step, so its initial value
     comes from a key that depends on its name only."""
 
-    def __init__(self, step_key, shared_key):
-        super().__init__(rng_seed=step_key)
+    def __init__(self, step_key, shared_key, hide_types=()):
+        super().__init__(rng_seed=step_key, hide_types=hide_types)
         self._shared_key = shared_key
 
     def process_message(self, msg: Message) -> None:
-        if msg["type"] == "param":
+        if msg["type"] == "param" and "param" not in self.hide_types:
             if _needs_key(msg):
                 salt = zlib.crc32(msg["name"].encode()) & 0x7FFFFFFF
                 msg["kwargs"]["rng_key"] = jax.random.fold_in(self._shared_key, salt)

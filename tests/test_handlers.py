@@ -83,6 +83,25 @@ def test_seed_as_context_manager():
     assert float(a) == float(a2)
 
 
+def _batch_and_draw():
+    with probnn.plate("rows", 100, subsample_size=5) as idx:
+        z = probnn.sample("z", dist.Normal(0.0, 1.0))
+    return idx, z
+
+
+def test_seed_hide_types_leaves_those_sites_to_an_outer_seed():
+    # the plates share one inner key, the draws take the outer ones
+    inner = seed(_batch_and_draw, rng_seed=7, hide_types=["sample"])
+    idx_a, z_a = seed(inner, rng_seed=0)()
+    idx_b, z_b = seed(inner, rng_seed=1)()
+    np.testing.assert_array_equal(idx_a, idx_b)
+    assert not np.allclose(z_a, z_b)
+    outer_only = seed(seed(_batch_and_draw, 7, hide_types=["plate"]), rng_seed=1)()
+    assert not np.array_equal(outer_only[0], idx_a)
+    with pytest.raises(ValueError, match="hide_types"):
+        seed(_batch_and_draw, 0, hide_types="sample")
+
+
 def _leaky_candidate(x):
     w = probnn.param("w", lambda key: jax.random.normal(key, (2,)))
     k = probnn.prng_key()

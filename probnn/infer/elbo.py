@@ -220,6 +220,11 @@ class ELBO:
     def _particle(self, rng_key, param_map, model, guide, args, kwargs):
         raise NotImplementedError
 
+    def _assign_vectorize_particles_fn(self, vectorize_particles):
+        """How particles are evaluated for a ``vectorize_particles`` setting
+        (NumPyro's method of this name)."""
+        return _particle_map(type(self).__name__, vectorize_particles)
+
     def _particles(self, rng_key, param_map, model, guide, args, kwargs):
         """Objectives of all particles (leading dim) and their mutable states."""
 
@@ -492,10 +497,19 @@ class RenyiELBO(ELBO):
     guide draws. ``alpha = 0`` is the importance-weighted bound (IWAE); as
     ``alpha -> 1`` it tends to the ELBO.
 
+    As in NumPyro the bound is local: along the plates that enclose every
+    sample site (a data plate around a whole amortized model, say), each
+    member gets a bound of its own from its own log weights, and the
+    members' bounds are summed. All particles see the same mini-batch of a
+    subsampled plate, and the sum is scaled by ``size / subsample_size``
+    of those plates; subsampling a plate that does not enclose every sample
+    site is an error.
+
     Args:
         alpha: the divergence's order; any real number except 1.
         num_particles: number of guide draws (at least 2 for the bound to
             differ from the ELBO).
+        vectorize_particles: as for :class:`ELBO`.
     """
 
     def __init__(
@@ -511,29 +525,96 @@ class RenyiELBO(ELBO):
         self.alpha = alpha
         super().__init__(num_particles, vectorize_particles)
 
-    def _particle(self, rng_key, param_map, model, guide, args, kwargs):
+    def _local_terms(self, rng_key, param_map, model, guide, args, kwargs):
+        """One particle's log weight along the common plates, the plates'
+        subsampling scale (removed from the log weight), the score terms
+        along the common plates, and the mutable state."""
         model_trace, guide_trace = get_traces(
             rng_key, param_map, model, guide, args, kwargs
         )
-        log_weight = _model_log_density(model_trace) - _guide_log_density(guide_trace)
-        # the score terms of all particles are combined with the whole bound
-        return (log_weight, _score_term(guide_trace)), mutable_state_of(
-            model_trace, guide_trace
+        stacks = [
+            set(site["cond_indep_stack"])
+            for tr in (model_trace, guide_trace)
+            for site in tr.values()
+            if site["type"] == "sample"
+        ]
+        common = set.intersection(*stacks) if stacks else set()
+        for frame in set().union(*stacks) - common:
+            if frame.subsample_size < frame.size:
+                raise ValueError(
+                    f"RenyiELBO: plate {frame.name!r} is subsampled but does not "
+                    "enclose every sample site; only a plate common to all sample "
+                    "sites (a data plate around the whole model) may be subsampled"
+                )
+        scale = 1.0
+        for frame in common:
+            scale = scale * frame.size / frame.subsample_size
+        keep = {frame.dim for frame in common}
+
+        def local(log_prob):
+            # sum over every dim but the common plates', keeping those
+            # aligned from the right
+            log_prob = jnp.asarray(log_prob)
+            axes = tuple(
+                axis
+                for axis in range(log_prob.ndim)
+                if axis - log_prob.ndim not in keep
+            )
+            summed = jnp.sum(log_prob, axis=axes, keepdims=True)
+            depth = -min(keep, default=0)
+            if summed.ndim > depth:
+                summed = summed.reshape(summed.shape[summed.ndim - depth :])
+            return summed
+
+        log_weight = jnp.zeros(())
+        score = jnp.zeros(())
+        for sign, tr in ((1.0, model_trace), (-1.0, guide_trace)):
+            for site in tr.values():
+                if site["type"] == "sample":
+                    log_weight = log_weight + sign * local(site_log_prob(site))
+        for site in guide_trace.values():
+            if is_latent(site) and not _is_reparameterized(site):
+                score = score + local(site["fn"].log_prob(site["value"]))
+        return (
+            log_weight / scale,
+            jnp.asarray(scale),
+            score,
+            mutable_state_of(model_trace, guide_trace),
         )
 
-    def _particles(self, rng_key, param_map, model, guide, args, kwargs):
-        (log_weights, scores), states, stacked = super()._particles(
+    def _single_particle_elbo(self, model, guide, param_map, args, kwargs, rng_key):
+        """``(log_weight, scale)`` of one particle: its log weight along the
+        plates common to all sample sites, with their subsampling scale
+        taken out, and that scale (NumPyro's method of this name)."""
+        log_weight, scale, _, _ = self._local_terms(
             rng_key, param_map, model, guide, args, kwargs
         )
-        return (log_weights, jnp.sum(scores)), states, stacked
+        return log_weight, scale
+
+    def _particle(self, rng_key, param_map, model, guide, args, kwargs):
+        log_weight, scale, score, state = self._local_terms(
+            rng_key, param_map, model, guide, args, kwargs
+        )
+        return (log_weight, scale, score), state
+
+    def _particles(self, rng_key, param_map, model, guide, args, kwargs):
+        # one key for every plate's mini-batch, shared by all particles so
+        # that their log weights line up member by member
+        plate_key, rng_key = jax.random.split(rng_key)
+        hide = ("sample", "param", "prng_key", "control_flow")
+        model = seed(model, plate_key, hide_types=hide)
+        guide = seed(guide, plate_key, hide_types=hide)
+        return super()._particles(rng_key, param_map, model, guide, args, kwargs)
 
     def _combine(self, objectives):
-        log_weights, score = objectives
+        log_weights, scales, scores = objectives
         scaled = (1 - self.alpha) * log_weights
-        bound = (jax.nn.logsumexp(scaled) - math.log(self.num_particles)) / (
+        bound = (jax.nn.logsumexp(scaled, axis=0) - math.log(self.num_particles)) / (
             1 - self.alpha
         )
-        return -_with_score_gradient(bound, score)
+        # the score terms of all particles are combined with each member's bound
+        local = _with_score_gradient(bound, jnp.sum(scores, axis=0))
+        return -jnp.sum(local) * scales[0]
 
 
 class TraceEnum_ELBO(ELBO):

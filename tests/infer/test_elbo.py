@@ -220,6 +220,87 @@ def test_renyi_rejects_alpha_one_and_particles_must_be_positive():
         Trace_ELBO(num_particles=0)
 
 
+def _plated_model(x):
+    with probnn.plate("data", x.shape[0], subsample_size=x.shape[0] // 2 or 1):
+        z = probnn.sample("z", dist.Normal(0.0, 1.0))
+        probnn.sample("x", dist.Normal(z, 1.0), obs=probnn.subsample(x, event_dim=0))
+
+
+def _plated_prior_guide(x):
+    with probnn.plate("data", x.shape[0], subsample_size=x.shape[0] // 2 or 1):
+        probnn.sample("z", dist.Normal(0.0, 1.0))
+
+
+def test_renyi_bound_is_local_to_the_members_of_a_plate_enclosing_the_model():
+    # guide = prior: each member's log weight is log N(x_i | z_ik, 1); the local
+    # bound is sum_i E[log mean_k N(x_i | z_ik, 1)], which a numpy Monte Carlo
+    # estimate on independent draws gives; the bound of the whole batch's
+    # joint weight would be far lower
+    x = jnp.full(20, 1.5)
+    k = 5
+    elbo = RenyiELBO(alpha=0.0, num_particles=k)
+    keys = jax.random.split(jax.random.PRNGKey(3), 400)
+    losses = jax.jit(
+        jax.vmap(lambda key: elbo.loss(key, {}, _plated_model, _plated_prior_guide, x))
+    )(keys)
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((200_000, k))
+    member = np.mean(np.log(np.mean(stats.norm.pdf(1.5, loc=z, scale=1.0), axis=1)))
+    expected = -x.shape[0] * member
+    standard_error = float(jnp.std(losses)) / math.sqrt(losses.shape[0])
+    assert abs(float(jnp.mean(losses)) - expected) < 4 * standard_error + 0.01
+    # the bound of one weight for the whole batch (what a global bound gives)
+    draws = rng.standard_normal((20_000, k, x.shape[0]))
+    joint = np.sum(stats.norm.logpdf(1.5, loc=draws, scale=1.0), axis=2)
+    global_bound = np.mean(np.log(np.mean(np.exp(joint), axis=1)))
+    assert -global_bound > expected + 3.0
+
+
+def test_renyi_single_particle_elbo_keeps_the_common_plate_and_its_scale():
+    x = jnp.arange(6.0)
+    elbo = RenyiELBO(num_particles=3)
+    model = probnn.handlers.seed(_plated_model, 0)
+    guide = probnn.handlers.seed(_plated_prior_guide, 0)
+    weights, scale = elbo._single_particle_elbo(
+        model, guide, {}, (x,), {}, jax.random.PRNGKey(1)
+    )
+    assert weights.shape == (3,)
+    assert float(scale) == pytest.approx(2.0)
+    # the weight of a member is its likelihood term (prior and guide cancel)
+    tr = probnn.handlers.trace(probnn.handlers.seed(_plated_model, 0)).get_trace(x)
+    assert tr["data"]["value"].shape == (3,)
+
+
+def test_renyi_with_identical_members_is_unchanged_by_subsampling():
+    def model(n):
+        with probnn.plate("rows", 40, subsample_size=n):
+            probnn.sample("z", dist.Normal(0.0, 1.0))
+            probnn.sample("y", dist.Bernoulli(0.6), obs=1)
+
+    def guide(n):
+        with probnn.plate("rows", 40, subsample_size=n):
+            probnn.sample("z", dist.Normal(0.0, 1.0))
+
+    elbo = RenyiELBO(num_particles=4)
+    full = elbo.loss(jax.random.PRNGKey(0), {}, model, guide, 40)
+    part = elbo.loss(jax.random.PRNGKey(0), {}, model, guide, 5)
+    assert float(full) == pytest.approx(-40 * math.log(0.6), rel=1e-6)
+    assert float(part) == pytest.approx(float(full), rel=1e-6)
+
+
+def test_renyi_refuses_a_subsampled_plate_that_leaves_a_site_out():
+    def model():
+        probnn.sample("g", dist.Normal(0.0, 1.0))
+        with probnn.plate("rows", 10, subsample_size=3):
+            probnn.sample("y", dist.Normal(0.0, 1.0), obs=jnp.zeros(3))
+
+    def guide():
+        probnn.sample("g", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match="plate 'rows' is subsampled"):
+        RenyiELBO().loss(jax.random.PRNGKey(0), {}, model, guide)
+
+
 # -- mutable state ----------------------------------------------------------------
 
 
