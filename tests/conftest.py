@@ -18,10 +18,20 @@ test processes (appended to any ``XLA_FLAGS`` already set, and inherited by
 the subprocesses tests start). Results agree with the default level up to
 floating-point rounding; benchmarks and examples run at the default level.
 Set ``PROBNN_TEST_XLA_OPT=default`` to test at the default level.
+
+Many tests build the same program again (a sampler for the same model under
+another option, a step function per parametrization), so a test run keeps
+JAX's persistent compilation cache in a fresh temporary folder that every
+worker process shares and that is removed when the run ends: a program
+compiled once in the run is read back, not rebuilt. An existing
+``JAX_COMPILATION_CACHE_DIR`` is used as it is; ``PROBNN_TEST_JAX_CACHE=0``
+turns the cache off.
 """
 
 import gc
 import os
+import shutil
+import tempfile
 
 if os.environ.get("PROBNN_TEST_XLA_OPT", "0") != "default":
     # read when JAX first starts its CPU backend, after this module is
@@ -29,6 +39,18 @@ if os.environ.get("PROBNN_TEST_XLA_OPT", "0") != "default":
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
     ).strip()
+
+_OWN_CACHE = None
+if (
+    os.environ.get("PROBNN_TEST_JAX_CACHE", "1") != "0"
+    and "JAX_COMPILATION_CACHE_DIR" not in os.environ
+):
+    # set before JAX reads its configuration; worker processes (and the
+    # subprocesses tests start) inherit the variables and so the folder
+    _OWN_CACHE = tempfile.mkdtemp(prefix="probnn-test-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -46,6 +68,13 @@ def pytest_addoption(parser):
         default=False,
         help="run every test under jax.checking_leaks()",
     )
+
+
+def pytest_unconfigure(config):
+    # the process that made the cache folder removes it (workers inherit
+    # the variable, not the ownership)
+    if _OWN_CACHE is not None:
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 def pytest_configure(config):

@@ -65,7 +65,7 @@ class _CutNonReparamPaths(Messenger):
 def get_traces(rng_key, param_map: dict, model, guide, args, kwargs):
     """Run the guide, then the model replayed against the guide's draws,
     both with ``param_map`` substituted; returns ``(model_trace, guide_trace)``."""
-    guide_key, model_key = jax.random.split(rng_key)
+    model_key, guide_key = jax.random.split(rng_key)
     # the draws of sites that are not reparameterizable carry no gradient:
     # their parameters learn from the score terms alone (a draw that is
     # differentiable all the same, such as VonMises' in its loc, would
@@ -375,7 +375,7 @@ def _multi_sample_logs(rng_key, param_map, model, guide, args, kwargs):
     once per sample (vectorized, each sample substituted along with the
     guide's plate indices), and sum each model site's log density over the
     samples. Returns ``(model site logs, guide trace, mutable state)``."""
-    guide_key, model_key = jax.random.split(rng_key)
+    model_key, guide_key = jax.random.split(rng_key)
     guide_trace = trace(seed(substitute(guide, data=param_map), guide_key)).get_trace(
         *args, **kwargs
     )
@@ -673,7 +673,7 @@ class TraceEnum_ELBO(ELBO):
         super().__init__(num_particles, vectorize_particles)
 
     def _particle(self, rng_key, param_map, model, guide, args, kwargs):
-        guide_key, model_key = jax.random.split(rng_key)
+        model_key, guide_key = jax.random.split(rng_key)
         nesting = self.max_plate_nesting
         if nesting is None:
             nesting = enumeration.max_plate_nesting(

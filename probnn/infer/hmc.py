@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -783,6 +784,7 @@ class HMC:
             state.potential_energy,
             state.z_grad,
             energy,
+            state.i < self._num_warmup,
         )
         z, z_grad, value, new_energy, num_steps, accept_prob, diverging = out
         adapt = self._adapt(state.i, adapt, accept_prob, z)
@@ -868,7 +870,9 @@ class HMC:
             return jnp.asarray(self.num_steps)
         return jnp.maximum(jnp.ceil(self.trajectory_length / step), 1).astype(jnp.int32)
 
-    def _transition(self, potential_and_grad, adapt, key, z, r, value, grad, energy):
+    def _transition(
+        self, potential_and_grad, adapt, key, z, r, value, grad, energy, warming
+    ):
         inverse_mass, step = adapt.inverse_mass_matrix, adapt.step_size
         num_steps = self._num_leapfrog(step)
 
@@ -977,9 +981,10 @@ class NUTS(HMC):
 
     Takes :class:`HMC`'s arguments in NumPyro's order, except that the
     trajectory length is chosen per iteration: ``num_steps`` does not exist
-    and ``trajectory_length`` must stay None (NumPyro ignores it; here a value
-    is an error). ``max_tree_depth`` bounds each iteration at
-    ``2**max_tree_depth - 1`` leapfrog steps.
+    and ``trajectory_length`` is ignored (as in NumPyro, with a warning here).
+    ``max_tree_depth`` bounds each iteration at ``2**max_tree_depth - 1``
+    leapfrog steps; a pair ``(warmup_depth, sampling_depth)`` sets the bound
+    during warmup and after it apart.
 
     >>> import jax, probnn, probnn.distributions as dist
     >>> from probnn.infer import MCMC
@@ -1011,9 +1016,11 @@ class NUTS(HMC):
         regularize_mass_matrix: bool = True,
     ):
         if trajectory_length is not None:
-            raise ValueError(
-                "NUTS: trajectory_length applies to HMC only (NUTS ends each "
-                f"trajectory at a U-turn), got {trajectory_length!r}; leave it None"
+            warnings.warn(
+                f"NUTS: trajectory_length={trajectory_length!r} is ignored (NUTS "
+                "ends each trajectory at a U-turn); it applies to HMC only",
+                UserWarning,
+                stacklevel=2,
             )
         super().__init__(
             model,
@@ -1030,15 +1037,33 @@ class NUTS(HMC):
             forward_mode_differentiation=forward_mode_differentiation,
             regularize_mass_matrix=regularize_mass_matrix,
         )
-        if not isinstance(max_tree_depth, int) or max_tree_depth < 1:
+        depths = (
+            tuple(max_tree_depth)
+            if isinstance(max_tree_depth, tuple | list)
+            else (max_tree_depth,) * 2
+        )
+        if len(depths) != 2 or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in depths
+        ):
             raise ValueError(
-                f"NUTS: max_tree_depth must be a positive int, got {max_tree_depth!r}"
+                "NUTS: max_tree_depth must be a positive int or a pair of them "
+                f"(warmup, sampling), got {max_tree_depth!r}"
             )
         self.max_tree_depth = max_tree_depth
+        self._depths = depths
 
-    def _transition(self, potential_and_grad, adapt, key, z, r, value, grad, energy):
+    def _transition(
+        self, potential_and_grad, adapt, key, z, r, value, grad, energy, warming
+    ):
         inverse_mass, step = adapt.inverse_mass_matrix, adapt.step_size
-        max_depth = self.max_tree_depth
+        # the momenta stored for U-turn checks: as many as the deeper bound
+        max_depth = max(self._depths)
+        warm_depth, sample_depth = self._depths
+        depth_limit = (
+            warm_depth
+            if warm_depth == sample_depth
+            else jnp.where(warming, warm_depth, sample_depth)
+        )
         dtype = z.dtype
         size = z.shape[0]
 
@@ -1180,7 +1205,7 @@ class NUTS(HMC):
 
         def keep_growing(carry):
             tree, _ = carry
-            return (tree.depth < max_depth) & ~tree.turning & ~tree.diverging
+            return (tree.depth < depth_limit) & ~tree.turning & ~tree.diverging
 
         zero = jnp.zeros((), dtype)
         tree = _Tree(

@@ -195,7 +195,8 @@ class ELBOModule(nnx.Module):
     ...     probnn.sample("mu", dist.Normal(loc, scale))
     >>> y = jnp.array([1.0, 2.0, 3.0])
     >>> elbo = ELBOModule(model, guide, y, rngs=nnx.Rngs(0))
-    >>> optimizer = nnx.Optimizer(elbo, optax.adam(0.05), wrt=nnx.Param)
+    >>> schedule = optax.exponential_decay(0.05, 500, 0.05)  # settles the noise
+    >>> optimizer = nnx.Optimizer(elbo, optax.adam(schedule), wrt=nnx.Param)
     >>> @nnx.jit
     ... def step(elbo, optimizer, y):
     ...     loss, grads = nnx.value_and_grad(lambda m: m(y))(elbo)

@@ -325,7 +325,7 @@ def test_mutable_state_with_particles_keeps_the_mean_of_floats(vectorize):
     keys = jax.random.split(jax.random.PRNGKey(0), 4)
     draws = []
     for key in keys:
-        guide_key, _ = jax.random.split(key)
+        _, guide_key = jax.random.split(key)
         tr = probnn.handlers.trace(
             probnn.handlers.substitute(
                 probnn.handlers.seed(normal_guide, guide_key), data=params

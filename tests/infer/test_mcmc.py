@@ -471,11 +471,28 @@ def test_nuts_takes_numpyros_positional_order():
     assert kernel.dense_mass is True and kernel.max_tree_depth == 10
 
 
-def test_nuts_rejects_hmc_only_arguments():
-    with pytest.raises(ValueError, match="trajectory_length applies to HMC only"):
+def test_nuts_warns_that_trajectory_length_is_ignored_and_refuses_num_steps():
+    # NumPyro code often builds HMC or NUTS with the same keywords
+    with pytest.warns(UserWarning, match="trajectory_length=2.0 is ignored"):
         NUTS(normal_model, trajectory_length=2.0)
     with pytest.raises(TypeError, match="num_steps"):
         NUTS(normal_model, num_steps=10)
+    with pytest.raises(ValueError, match="max_tree_depth"):
+        NUTS(normal_model, max_tree_depth=(3, 0))
+
+
+def test_nuts_max_tree_depth_pair_bounds_warmup_and_sampling_apart():
+    def stretched():
+        # scales far apart: with a unit mass matrix trajectories run long
+        probnn.sample("x", dist.Normal(0.0, jnp.array([0.05, 1.0, 20.0])))
+
+    kernel = NUTS(stretched, max_tree_depth=(6, 2), adapt_mass_matrix=False)
+    mcmc = MCMC(kernel, num_warmup=60, num_samples=60, progress_bar=False)
+    mcmc.warmup(jax.random.PRNGKey(0), collect_warmup=True, extra_fields=("num_steps",))
+    warm_steps = mcmc.get_extra_fields()["num_steps"]
+    assert int(warm_steps.max()) > 3 and int(warm_steps.max()) <= 2**6 - 1
+    mcmc.run(jax.random.PRNGKey(1), extra_fields=("num_steps",))
+    assert int(mcmc.get_extra_fields()["num_steps"].max()) <= 2**2 - 1
 
 
 def test_model_without_latent_sites_runs_with_no_samples():

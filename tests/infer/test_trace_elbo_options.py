@@ -36,7 +36,7 @@ def test_per_site_contributions_sum_to_the_loss():
     assert set(per_site) == {"mu", "y"}
     np.testing.assert_allclose(sum(per_site.values()), total, rtol=1e-6)
     # by hand at the guide's draw: mu contributes log q - log p, y -log p(y|mu)
-    guide_key, _ = jax.random.split(key)
+    _, guide_key = jax.random.split(key)
     tr = probnn.handlers.trace(
         probnn.handlers.seed(probnn.handlers.substitute(guide, data=PARAMS), guide_key)
     ).get_trace(Y)
@@ -83,7 +83,7 @@ def test_multi_sample_guide_sums_the_model_over_its_samples():
     key = jax.random.PRNGKey(2)
     elbo = Trace_ELBO(multi_sample_guide=True)
     loss = elbo.loss(key, PARAMS, model, sample_guide(num), Y)
-    guide_key, _ = jax.random.split(key)
+    _, guide_key = jax.random.split(key)
     tr = probnn.handlers.trace(
         probnn.handlers.seed(
             probnn.handlers.substitute(sample_guide(num), data=PARAMS), guide_key
@@ -180,7 +180,7 @@ def test_mutable_state_of_several_particles_is_their_mean_and_says_so():
         probnn.handlers.trace(
             probnn.handlers.seed(
                 probnn.handlers.substitute(counting_guide, data=params),
-                jax.random.split(k)[0],
+                jax.random.split(k)[1],
             )
         ).get_trace()["x"]["value"]
         for k in keys
