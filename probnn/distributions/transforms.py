@@ -346,10 +346,11 @@ class StickBreakingTransform(Transform):
         # Remaining stick before each break, in log space for stability.
         log_remaining = jnp.cumsum(-jax.nn.softplus(u), axis=-1)
         remaining = jnp.exp(log_remaining)
-        before = jnp.concatenate(
-            [jnp.ones(x.shape[:-1] + (1,), remaining.dtype), remaining[..., :-1]], -1
-        )
-        return jnp.concatenate([z * before, remaining[..., -1:]], axis=-1)
+        ones = jnp.ones(x.shape[:-1] + (1,), remaining.dtype)
+        before = jnp.concatenate([ones, remaining[..., :-1]], -1)
+        # the last piece is what is left of the stick (all of it when K = 1)
+        last = remaining[..., -1:] if x.shape[-1] else ones
+        return jnp.concatenate([z * before, last], axis=-1)
 
     def _inverse(self, y):
         head = y[..., :-1]

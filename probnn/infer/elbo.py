@@ -62,23 +62,30 @@ class _CutNonReparamPaths(Messenger):
             msg["value"] = jax.lax.stop_gradient(msg["value"])
 
 
+def _guide_trace(guide_key, param_map: dict, guide, args, kwargs):
+    """The guide's trace with ``param_map`` substituted. The draws of its
+    sites that are not reparameterizable carry no gradient: their parameters
+    learn from the score terms alone (a draw that is differentiable all the
+    same, such as VonMises' in its loc, would otherwise add a pathwise term
+    to the score term, a biased sum). Whether a draw is cut depends on the
+    guide's distribution only: the model's prior at that site may be of any
+    kind (an ``ImproperUniform``, say) and its value, replayed from here,
+    keeps its path."""
+    # seed outermost: sites whose value is substituted draw no key
+    with _CutNonReparamPaths():
+        return trace(seed(substitute(guide, data=param_map), guide_key)).get_trace(
+            *args, **kwargs
+        )
+
+
 def get_traces(rng_key, param_map: dict, model, guide, args, kwargs):
     """Run the guide, then the model replayed against the guide's draws,
     both with ``param_map`` substituted; returns ``(model_trace, guide_trace)``."""
     model_key, guide_key = jax.random.split(rng_key)
-    # the draws of sites that are not reparameterizable carry no gradient:
-    # their parameters learn from the score terms alone (a draw that is
-    # differentiable all the same, such as VonMises' in its loc, would
-    # otherwise add a pathwise term to the score term, a biased sum)
-    with _CutNonReparamPaths():
-        # seed outermost: sites whose value is substituted or replayed draw
-        # no key
-        guide_trace = trace(
-            seed(substitute(guide, data=param_map), guide_key)
-        ).get_trace(*args, **kwargs)
-        data = _after_guide(param_map, guide_trace)
-        replayed = replay(substitute(model, data=data), trace=guide_trace)
-        model_trace = trace(seed(replayed, model_key)).get_trace(*args, **kwargs)
+    guide_trace = _guide_trace(guide_key, param_map, guide, args, kwargs)
+    data = _after_guide(param_map, guide_trace)
+    replayed = replay(substitute(model, data=data), trace=guide_trace)
+    model_trace = trace(seed(replayed, model_key)).get_trace(*args, **kwargs)
     return model_trace, guide_trace
 
 
@@ -376,9 +383,7 @@ def _multi_sample_logs(rng_key, param_map, model, guide, args, kwargs):
     guide's plate indices), and sum each model site's log density over the
     samples. Returns ``(model site logs, guide trace, mutable state)``."""
     model_key, guide_key = jax.random.split(rng_key)
-    guide_trace = trace(seed(substitute(guide, data=param_map), guide_key)).get_trace(
-        *args, **kwargs
-    )
+    guide_trace = _guide_trace(guide_key, param_map, guide, args, kwargs)
     values = {
         name: site["value"]
         for name, site in guide_trace.items()

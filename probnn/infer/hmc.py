@@ -22,7 +22,7 @@ from jax.flatten_util import ravel_pytree
 
 from probnn.handlers import block, is_typed_key, seed, substitute, trace
 from probnn.infer import hmc_util as hu
-from probnn.infer.initialization import init_to_uniform
+from probnn.infer.initialization import init_to_feasible, init_to_uniform
 from probnn.infer.util import (
     ParamInfo,
     constrain_fn,
@@ -72,8 +72,11 @@ def _latent_point(model, args, kwargs) -> dict:
     name: the sites NUTS samples (found by one abstract trace)."""
 
     def run():
+        # latent values from the init strategy, not drawn: an improper
+        # prior (ImproperUniform) has no sampler
+        feasible = substitute(model, substitute_fn=init_to_feasible)
         with block():
-            model_trace = trace(seed(model, rng_seed=0)).get_trace(*args, **kwargs)
+            model_trace = trace(seed(feasible, rng_seed=0)).get_trace(*args, **kwargs)
         return unconstrained_point(model_trace, latent_site_names(model_trace))
 
     shapes = jax.eval_shape(run)

@@ -185,6 +185,15 @@ def test_transformed_distribution_event_rank_from_transform():
     assert batch.batch_shape == (2,) and batch.log_prob(jnp.stack([y, y])).shape == (2,)
 
 
+def test_stick_breaking_onto_a_one_point_simplex():
+    # K = 1: no free coordinate, and the only point of the simplex is (1,)
+    t = T.StickBreakingTransform()
+    x = jnp.zeros((4, 0))
+    np.testing.assert_array_equal(t(x), jnp.ones((4, 1)))
+    assert t.inverse_shape((4, 1)) == (4, 0)
+    np.testing.assert_array_equal(t.log_abs_det_jacobian(x, t(x)), jnp.zeros(4))
+
+
 def test_transforms_pass_through_jit_and_vmap():
     @jax.jit
     def apply(t, x):

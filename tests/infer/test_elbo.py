@@ -188,6 +188,71 @@ def test_subsampled_elbo_matches_full_batch_in_expectation():
     assert abs(float(jnp.mean(grad) - jnp.mean(full_grad))) < 4 * standard_error
 
 
+# -- a prior without reparameterized draws, a reparameterized guide ---------------
+
+CASES = {
+    # (prior, guide's base scale and shape, transform onto the support, data)
+    "improper": (
+        lambda: dist.ImproperUniform(dist.constraints.real, (), ()),
+        (),
+        dist.transforms.IdentityTransform(),
+        jnp.array(0.7),
+    ),
+    "lkj": (
+        lambda: dist.LKJCholesky(3, 2.0),
+        (3,),
+        dist.transforms.CorrCholeskyTransform(),
+        jnp.array([0.5, -1.0, 0.3]),
+    ),
+}
+
+
+def _likelihood(z, y):
+    if jnp.ndim(z) == 0:
+        return dist.Normal(z, 1.0).log_prob(y)
+    return dist.MultivariateNormal(jnp.zeros(3), scale_tril=z).log_prob(y)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_prior_without_rsample_keeps_the_path_of_the_guides_draw(case):
+    # the model's prior has no reparameterized sampler, the guide's draw is
+    # reparameterized: the likelihood's gradient flows through the draw
+    prior, shape, transform, y = CASES[case]
+
+    def model():
+        z = probnn.sample("z", prior())
+        probnn.factor("lik", _likelihood(z, y))
+
+    def q(loc):
+        base = dist.Normal(loc, 0.5)
+        if shape:
+            base = base.expand(shape).to_event(1)
+        return dist.TransformedDistribution(base, transform)
+
+    def guide():
+        probnn.sample("z", q(probnn.param("loc", jnp.zeros(shape))))
+
+    key, loc = jax.random.PRNGKey(4), jnp.full(shape, 0.2)
+    grad = jax.grad(lambda p: Trace_ELBO().loss(key, p, model, guide))({"loc": loc})
+    # by hand: the same standard-normal draw, mapped with loc as a variable
+    _, guide_key = jax.random.split(key)
+    tr = probnn.handlers.trace(
+        probnn.handlers.seed(
+            probnn.handlers.substitute(guide, data={"loc": loc}), guide_key
+        )
+    ).get_trace()
+    eps = (transform.inv(tr["z"]["value"]) - loc) / 0.5
+
+    def by_hand(loc):
+        z = transform(loc + 0.5 * eps)
+        return -(prior().log_prob(z) + _likelihood(z, y) - q(loc).log_prob(z))
+
+    np.testing.assert_allclose(
+        grad["loc"], jax.grad(by_hand)(loc), rtol=1e-4, atol=1e-5
+    )
+    assert float(jnp.max(jnp.abs(grad["loc"]))) > 1e-3
+
+
 # -- Renyi --------------------------------------------------------------------
 
 

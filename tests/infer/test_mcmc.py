@@ -495,6 +495,25 @@ def test_nuts_max_tree_depth_pair_bounds_warmup_and_sampling_apart():
     assert int(mcmc.get_extra_fields()["num_steps"].max()) <= 2**2 - 1
 
 
+def test_improper_prior_and_a_one_point_simplex_sample():
+    # an improper prior has no sampler: NUTS never draws from it; a
+    # Dirichlet of one category has one value, sampled from zero coordinates
+    def model(y):
+        scale = probnn.sample(
+            "scale", dist.ImproperUniform(dist.constraints.positive, (), ())
+        )
+        p = probnn.sample("p", dist.Dirichlet(jnp.ones(1)).expand([2]))
+        probnn.sample("y", dist.Normal(p[..., 0].sum(), scale), obs=y)
+
+    y = 2.0 + 3.0 * jax.random.normal(jax.random.PRNGKey(1), (400,))
+    mcmc = MCMC(NUTS(model), num_warmup=300, num_samples=400, progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(0), y)
+    samples = mcmc.get_samples()
+    np.testing.assert_array_equal(samples["p"], jnp.ones((400, 2, 1)))
+    # flat prior on the scale: the posterior concentrates at the sample sd
+    assert abs(float(samples["scale"].mean()) - float(jnp.std(y))) < 0.2
+
+
 def test_model_without_latent_sites_runs_with_no_samples():
     # as in NumPyro: nothing to sample, so the samples hold only the
     # deterministic sites (none here); see test_mcmc_numpyro_api.py
