@@ -304,12 +304,22 @@ class HMC:
             raise ValueError(f"{name}: step_size must be positive, got {step_size!r}")
         if num_steps is None and trajectory_length is None:
             raise ValueError(
-                "HMC: give num_steps or trajectory_length (at least one of them "
-                "fixes the length of each trajectory)"
+                "HMC: At least one of num_steps and trajectory_length must be "
+                "given (either fixes the length of each trajectory)"
             )
         if num_steps is not None and (not isinstance(num_steps, int) or num_steps < 1):
             raise ValueError(
                 f"{name}: num_steps must be a positive int, got {num_steps!r}"
+            )
+        if num_steps is not None and trajectory_length is not None:
+            # as NumPyro says (trajectory_length has a default, so this is
+            # any HMC given num_steps)
+            warnings.warn(
+                f"{name}: If both num_steps and trajectory_length are given, "
+                f"trajectory_length={trajectory_length!r} is ignored and each "
+                f"trajectory takes num_steps={num_steps} leapfrog steps",
+                UserWarning,
+                stacklevel=2,
             )
         self.model = model
         self.potential_fn = potential_fn
@@ -1366,10 +1376,12 @@ def hmc(
                 new.num_steps = num_steps
                 new.trajectory_length = trajectory_length
             else:
+                # num_steps, when given, fixes the length (no warning here:
+                # trajectory_length has a default in this signature too)
                 new = HMC(
                     potential_fn=potential_fn,
                     num_steps=num_steps,
-                    trajectory_length=trajectory_length,
+                    trajectory_length=None if num_steps else trajectory_length,
                     **options,
                 )
         else:

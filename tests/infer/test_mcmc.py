@@ -109,7 +109,9 @@ def test_nuts_normal_normal():
 
 
 def test_hmc_fixed_num_steps_normal_normal():
-    kernel = HMC(normal_model, num_steps=8)
+    # trajectory_length keeps its default: it is ignored, as NumPyro says
+    with pytest.warns(UserWarning, match="If both num_steps and trajectory_length"):
+        kernel = HMC(normal_model, num_steps=8)
     mcmc = MCMC(kernel, num_warmup=WARMUP, num_samples=SAMPLES, progress_bar=False)
     mcmc.run(jax.random.PRNGKey(1), Y, extra_fields=("num_steps", "accept_prob"))
     mean, var = normal_posterior()

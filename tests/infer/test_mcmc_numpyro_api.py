@@ -511,7 +511,7 @@ def test_kernel_built_inside_jit_with_a_traced_target_and_hmc_needs_a_length():
         return mcmc.get_samples()["mu"]
 
     assert draws(jax.random.PRNGKey(1), 0.8).shape == (20,)
-    with pytest.raises(ValueError, match="num_steps or trajectory_length"):
+    with pytest.raises(ValueError, match="At least one of num_steps and trajectory"):
         HMC(conjugate_model, num_steps=None, trajectory_length=None)
 
 
