@@ -33,6 +33,7 @@ from probnn.infer.util import (
     unconstrained_point,
     value_and_grad_fn,
 )
+from probnn.runtime import Messenger
 from probnn.util import not_jax_tracer
 
 __all__ = ["HMC", "HMCState", "NUTS", "hmc"]
@@ -67,19 +68,48 @@ class HMCState(NamedTuple):
     rng_key: Any
 
 
+class _ValuesGivenInside(Messenger):
+    """Records the latent sample sites that a handler inside the model (a
+    ``substitute``) has already given a value."""
+
+    def __init__(self, fn):
+        self.names = []
+        super().__init__(fn)
+
+    def process_message(self, msg) -> None:
+        if (
+            msg["type"] == "sample"
+            and not msg["is_observed"]
+            and msg["value"] is not None
+        ):
+            self.names.append(msg["name"])
+
+
 def _latent_point(model, args, kwargs) -> dict:
     """Zeros shaped like the model's latent sites in unconstrained space, by
     name: the sites NUTS samples (found by one abstract trace)."""
+    given = _ValuesGivenInside(model)
 
     def run():
         # latent values from the init strategy, not drawn: an improper
         # prior (ImproperUniform) has no sampler
-        feasible = substitute(model, substitute_fn=init_to_feasible)
+        feasible = substitute(given, substitute_fn=init_to_feasible)
         with block():
             model_trace = trace(seed(feasible, rng_seed=0)).get_trace(*args, **kwargs)
         return unconstrained_point(model_trace, latent_site_names(model_trace))
 
     shapes = jax.eval_shape(run)
+    if given.names:
+        # NumPyro samples them too, and warns; a value meant to stay fixed
+        # is given with condition (an observed site)
+        warnings.warn(
+            f"MCMC: latent site(s) {sorted(set(given.names))} have a value given "
+            "inside the model (substitute): they are sampled all the same, "
+            "skipping initialization from that value; use "
+            "handlers.condition to hold a site at a value",
+            UserWarning,
+            stacklevel=2,
+        )
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 

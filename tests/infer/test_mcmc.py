@@ -497,6 +497,26 @@ def test_nuts_max_tree_depth_pair_bounds_warmup_and_sampling_apart():
     assert int(mcmc.get_extra_fields()["num_steps"].max()) <= 2**2 - 1
 
 
+def test_a_latent_site_substituted_inside_the_model_is_named_in_a_warning():
+    # NumPyro samples it all the same; so does probnn, and says so
+    def model():
+        probnn.sample("x", dist.Normal(0.0, 1.0))
+        probnn.sample("y", dist.Normal(0.0, 1.0))
+
+    fixed = probnn.handlers.substitute(model, data={"x": 10.0})
+    mcmc = MCMC(NUTS(fixed), num_warmup=10, num_samples=10, progress_bar=False)
+    with pytest.warns(UserWarning, match=r"\['x'\] have a value given inside"):
+        mcmc.run(jax.random.PRNGKey(1))
+    assert sorted(mcmc.get_samples()) == ["x", "y"]
+    # condition holds it: no warning, and x is not sampled
+    held = probnn.handlers.condition(model, data={"x": 10.0})
+    mcmc = MCMC(NUTS(held), num_warmup=10, num_samples=10, progress_bar=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        mcmc.run(jax.random.PRNGKey(1))
+    assert sorted(mcmc.get_samples()) == ["y"]
+
+
 def test_improper_prior_and_a_one_point_simplex_sample():
     # an improper prior has no sampler: NUTS never draws from it; a
     # Dirichlet of one category has one value, sampled from zero coordinates
