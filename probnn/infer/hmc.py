@@ -286,8 +286,11 @@ class HMC:
         target_accept_prob: the acceptance probability step-size adaptation
             aims for.
         num_steps: leapfrog steps per iteration (default:
-            ``trajectory_length / step_size``).
-        trajectory_length: the integration time when ``num_steps`` is None.
+            ``ceil(trajectory_length / step_size)``).
+        trajectory_length: the integration time, exactly (as in NumPyro):
+            the leapfrog step is ``trajectory_length / num_steps``, so the
+            adapted step size sets the number of steps; None integrates
+            ``num_steps`` steps of the adapted step size.
         init_strategy: where chains start (see :mod:`probnn.infer.initialization`).
         find_heuristic_step_size: double/halve the initial step size until one
             step's acceptance crosses 1/2.
@@ -341,13 +344,14 @@ class HMC:
             raise ValueError(
                 f"{name}: num_steps must be a positive int, got {num_steps!r}"
             )
-        if num_steps is not None and trajectory_length is not None:
-            # as NumPyro says (trajectory_length has a default, so this is
-            # any HMC given num_steps)
+        if num_steps is not None and trajectory_length is not None and adapt_step_size:
+            # as NumPyro (trajectory_length has a default, so this is any
+            # HMC given num_steps and left to adapt its step size)
             warnings.warn(
-                f"{name}: If both num_steps and trajectory_length are given, "
-                f"trajectory_length={trajectory_length!r} is ignored and each "
-                f"trajectory takes num_steps={num_steps} leapfrog steps",
+                f"{name}: If both num_steps and trajectory_length are given, the "
+                f"step size is trajectory_length / num_steps = "
+                f"{trajectory_length!r} / {num_steps} and cannot be adapted; "
+                "give trajectory_length=None to adapt it",
                 UserWarning,
                 stacklevel=2,
             )
@@ -918,6 +922,10 @@ class HMC:
     ):
         inverse_mass, step = adapt.inverse_mass_matrix, adapt.step_size
         num_steps = self._num_leapfrog(step)
+        if self.trajectory_length is not None:
+            # as NumPyro: the integration time is exactly trajectory_length
+            # (the adapted step size sets the number of steps)
+            step = jnp.asarray(self.trajectory_length, step.dtype) / num_steps
 
         def body(_, carry):
             z, r, value, grad = carry
@@ -1406,12 +1414,10 @@ def hmc(
                 new.num_steps = num_steps
                 new.trajectory_length = trajectory_length
             else:
-                # num_steps, when given, fixes the length (no warning here:
-                # trajectory_length has a default in this signature too)
                 new = HMC(
                     potential_fn=potential_fn,
                     num_steps=num_steps,
-                    trajectory_length=None if num_steps else trajectory_length,
+                    trajectory_length=trajectory_length,
                     **options,
                 )
         else:

@@ -108,6 +108,26 @@ def test_nuts_normal_normal():
     assert_moments(samples["mu"], mean, var, "mu")
 
 
+def test_hmc_integrates_exactly_trajectory_length():
+    # a standard normal is a harmonic oscillator of period 2 pi: half a
+    # period maps z to -z whatever the momentum. With step 0.3 the leapfrog
+    # takes ceil(pi / 0.3) = 11 steps of pi / 11 (as NumPyro), not 11 of 0.3
+    kernel = HMC(
+        potential_fn=lambda z: 0.5 * z**2,
+        step_size=0.3,
+        adapt_step_size=False,
+        adapt_mass_matrix=False,
+        trajectory_length=math.pi,
+    )
+    mcmc = MCMC(kernel, num_warmup=0, num_samples=6, progress_bar=False)
+    mcmc.run(
+        jax.random.PRNGKey(0), init_params=jnp.array(1.0), extra_fields=("num_steps",)
+    )
+    z = mcmc.get_samples()
+    np.testing.assert_allclose(z, [-1.0, 1.0, -1.0, 1.0, -1.0, 1.0], atol=0.03)
+    assert set(np.asarray(mcmc.get_extra_fields()["num_steps"]).tolist()) == {11}
+
+
 def test_hmc_fixed_num_steps_normal_normal():
     # trajectory_length keeps its default: it is ignored, as NumPyro says
     with pytest.warns(UserWarning, match="If both num_steps and trajectory_length"):
