@@ -220,8 +220,8 @@ class ELBO:
             )
         self.num_particles = num_particles
         self.vectorize_particles = vectorize_particles
-        self.vectorize_particles_fn = _particle_map(
-            type(self).__name__, vectorize_particles
+        self.vectorize_particles_fn = self._assign_vectorize_particles_fn(
+            vectorize_particles
         )
 
     def _particle(self, rng_key, param_map, model, guide, args, kwargs):
