@@ -606,7 +606,7 @@ class RenyiELBO(ELBO):
         # one key for every plate's mini-batch, shared by all particles so
         # that their log weights line up member by member
         plate_key, rng_key = jax.random.split(rng_key)
-        hide = ("sample", "param", "prng_key", "control_flow")
+        hide = ("sample", "param", "prng_key")
         model = seed(model, plate_key, hide_types=hide)
         guide = seed(guide, plate_key, hide_types=hide)
         return super()._particles(rng_key, param_map, model, guide, args, kwargs)
