@@ -87,13 +87,23 @@ def _run_enumerated(f, init, xs, length, reverse, handlers, context):
     order = list(range(length))[::-1] if reverse else list(range(length))
     carry = init
     first_ys = []
+    from_body = num_init > 0
     for index, step in enumerate(order[:num_init]):
         context.position = index
         images = [make(step) for make in makers]
         x = jax.tree.map(lambda leaf, step=step: leaf[step], xs)
         with handler_stack(stack(images)):
-            carry, y = f(carry, x)
-        carry = context.shift(carry)
+            out, y = f(carry, x)
+        with jax.ensure_compile_time_eval():
+            out = context.shift(out)
+        if index == 0:
+            # the first step's trace tells whether the loop can start with it
+            started = context.start_in_loop(carry, out)
+            if started is not None:
+                carry, from_body = started
+                num_init = 0
+                break
+        carry = out
         first_ys.append(y)
         prefix = context.init_prefix(index)
         for handler, image in zip(others, images, strict=True):
@@ -119,7 +129,7 @@ def _run_enumerated(f, init, xs, length, reverse, handlers, context):
         steps = jnp.arange(num_init, length)
         rest_xs = jax.tree.map(lambda leaf: leaf[num_init:], xs)
     carry, (ys, outputs) = _loop_or_map(
-        body, carry, steps, rest_xs, rest, reverse, num_init > 0
+        body, carry, steps, rest_xs, rest, reverse, from_body
     )
     for handler, output in zip(others, outputs, strict=True):
         handler.scan_finish(output)
@@ -146,7 +156,8 @@ def _loop_or_map(body, carry, steps, xs, length, reverse, carry_from_body):
     when they are the same at every step and ``carry_from_body`` says that
     the incoming carry was returned by this body too, passed unbatched, so
     that whatever the steps compute from them alone (a transition table
-    indexed by the previous state) is computed once. Where the chained
+    indexed by the previous state) is computed once (``carry_from_body``:
+    a bool, or one per carry leaf). Where the chained
     leaves read the free ones, the whole body runs in ``lax.scan``. The body
     is traced once either way.
     """
@@ -205,7 +216,11 @@ def _loop_or_map(body, carry, steps, xs, length, reverse, carry_from_body):
         )
         for i, value, values in zip(chained, final, series, strict=True):
             received[i], axes[i], last[i] = values, 0, value
-    constant = carry_from_body and not _depends_on(jaxpr, [*chained, *inputs], free)
+    if isinstance(carry_from_body, bool):
+        carry_from_body = [carry_from_body] * num_carry
+    constant = all(carry_from_body[i] for i in free) and not _depends_on(
+        jaxpr, [*chained, *inputs], free
+    )
     if free and not constant:
         # the free leaves every step returns, from its own inputs
         returned = jax.vmap(lambda c, sx: run(c, sx)[0], in_axes=(axes, 0))(

@@ -97,10 +97,16 @@ def _support(msg: Message, dim: int):
             f"dim {dim}, which is reserved for enumeration; raise "
             "max_plate_nesting (or lower first_available_dim)"
         )
-    values = fn.enumerate_support(expand=False)
-    size = jnp.shape(values)[0]
-    event_shape = tuple(fn.event_shape)
-    return jnp.reshape(values, (size,) + (1,) * (-dim - 1) + event_shape), size
+    import jax
+
+    # known values where the support does not depend on traced parameters
+    # (a scan can then tell that its first step receives what later ones do)
+    with jax.ensure_compile_time_eval():
+        values = fn.enumerate_support(expand=False)
+        size = jnp.shape(values)[0]
+        event_shape = tuple(fn.event_shape)
+        values = jnp.reshape(values, (size,) + (1,) * (-dim - 1) + event_shape)
+    return values, size
 
 
 def _mark(msg: Message, dim: int) -> None:
@@ -385,6 +391,10 @@ class ScanEnumContext:
         self.dims: dict[str, list[int]] = {}
         self.first_site: str | None = None
         self.position = None
+        # site name -> the dim outside the scan that its value one step back
+        # takes at the first step (see :meth:`start_in_loop`)
+        self.relabel: dict[str, int] = {}
+        self.has_inner = False
 
     def site_dims(self, name: str) -> list[int]:
         if name not in self.dims:
@@ -400,6 +410,66 @@ class ScanEnumContext:
         depth = len(self.frames)
         tag = "_init" if depth == 0 else f"_init{depth}"
         return "_PREV_" * (self.num_init - 1 - index) + tag + "/"
+
+    def start_in_loop(self, init, shifted):
+        """Let the first step run inside the loop (``num_init`` becomes 0).
+
+        ``shifted`` is the carry after one step (its enumerated values moved
+        to lag 1). The initial carry may hold the values of enumerated sites
+        outside the scan, along their own dims (an initial state sampled
+        before the scan); each such dim is renamed to the lag-1 dim of the
+        body site whose values the same carry leaf holds after a step, and
+        the contraction links the two by an identity factor. Returns the
+        initial carry so laid out and, per leaf, whether it equals the carry
+        that a step returns; None when the carry does not allow it (then the
+        first step runs unrolled)."""
+        import jax
+
+        if self.history != 1 or self.length < 2 or self.frames or self.has_inner:
+            return None
+        start = self.root.first_available_dim
+        lag1 = {dims[1]: name for name, dims in self.dims.items()}
+        relabel: dict[str, int] = {}
+        leaves, tree = jax.tree.flatten(init)
+        after = jax.tree.leaves(shifted)
+        if start is None or len(leaves) != len(after):
+            return None
+        laid, same = [], []
+        with jax.ensure_compile_time_eval():  # known values stay known
+            for leaf, out in zip(leaves, after, strict=True):
+                placed = self._start_leaf(leaf, out, lag1, start, relabel)
+                if placed is None:
+                    return None
+                laid.append(placed)
+                same.append(_equal_constants(placed, out))
+        self.relabel = relabel
+        self.num_init = 0
+        return jax.tree.unflatten(tree, laid), same
+
+    def _start_leaf(self, leaf, out, lag1, start, relabel):
+        """One leaf of :meth:`start_in_loop`'s initial carry (None: not
+        possible); records in ``relabel`` which outside dim it starts from."""
+        leaf, out = jnp.asarray(leaf), jnp.asarray(out)
+        if leaf.dtype != out.dtype:
+            return None
+        targets = [d for d in lag1 if _size_at(out, d) > 1]
+        sources = [d for d in range(-leaf.ndim, start + 1) if _size_at(leaf, d) > 1]
+        if targets:
+            if len(targets) != 1 or len(sources) != 1:
+                return None
+            source, target = sources[0], targets[0]
+            name = lag1[target]
+            if (
+                source in self.root._holders
+                or _size_at(leaf, source) != _size_at(out, target)
+                or relabel.get(name, source) != source
+            ):
+                return None
+            relabel[name] = source
+            leaf = _move_dim(leaf, source, target)
+        if jnp.broadcast_shapes(leaf.shape, out.shape) != out.shape:
+            return None
+        return jnp.broadcast_to(leaf, out.shape)
 
     def shift(self, tree, conform_to=None):
         """Move the enumerated dims of every array in ``tree`` one lag back
@@ -459,6 +529,28 @@ class ScanEnumContext:
         return jnp.transpose(leaf, perm)
 
 
+def _size_at(leaf, dim: int) -> int:
+    return leaf.shape[dim] if leaf.ndim >= -dim else 1
+
+
+def _move_dim(leaf, source: int, target: int):
+    """``leaf`` with its axis at dim ``source`` moved to dim ``target``
+    (where it has size 1)."""
+    ndim = max(leaf.ndim, -source, -target)
+    leaf = jnp.reshape(leaf, (1,) * (ndim - leaf.ndim) + leaf.shape)
+    return jnp.swapaxes(leaf, ndim + source, ndim + target)
+
+
+def _equal_constants(a, b) -> bool:
+    """Whether two arrays are known (not traced) and hold the same values."""
+    import jax
+    import numpy as np
+
+    if isinstance(a, jax.core.Tracer) or isinstance(b, jax.core.Tracer):
+        return False
+    return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+
+
 class _EnumStep(Messenger):
     """``enum`` inside one step of an enumerated scan."""
 
@@ -491,6 +583,7 @@ class _EnumStep(Messenger):
         msg["infer"]["dim_to_name"] = {time_dim: f"_time_{self.context.first_site}"}
 
     def open_scan(self, history, length, reverse, method, outer):
+        self.context.has_inner = True
         return ScanEnumContext(
             self.context.root, self.frames, history, length, reverse, method, outer
         )

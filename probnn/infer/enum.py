@@ -656,14 +656,20 @@ def _leading_terms(group, plain, others, sum_dims, level) -> dict:
     def uses(terms, dim):
         return any(_size(t, dim) > 1 for t in terms)
 
+    context = group[0].frames[level][0]
     first = [t for t in group if t.frames[level][1] is not None]
     later = [t for t in group if t.frames[level][1] is None]
-    if not first or not later:
+    if not later:
         return {}
+    # sites whose values the first step receives through the carry, or that
+    # the unrolled first steps use
+    starts = set(context.relabel.values())
     dims = {
         d
         for d in sum_dims
-        if uses(first, d) and not uses(later, d) and not uses(others, d)
+        if (d in starts or uses(first, d))
+        and not uses(later, d)
+        and not uses(others, d)
     }
     while dims:
         leading = {d: (sum_dims[d], [t for t in plain if uses([t], d)]) for d in dims}
@@ -718,7 +724,14 @@ def _contract_scan(context, terms, level, ring, structure, leading) -> tuple:
     if independent:
         chains.append((independent, []))
     # leading sites are summed out inside the one chain that uses them
-    users = [[d for d in leading if _uses_dim(g, d)] for g, _ in chains]
+    users = [
+        [
+            d
+            for d in leading
+            if _uses_dim(g, d) or d in {context.relabel.get(n) for n in state}
+        ]
+        for g, state in chains
+    ]
     results, consumed = [], []
     for (group, state), dims in zip(chains, users, strict=True):
         own = {d: leading[d] for d in dims if state and sum(d in u for u in users) == 1}
@@ -807,6 +820,8 @@ def _contract_chain(context, terms, state, level, ring, structure, leading):
         return step_ring.reduce(alpha + step_log, oldest)
 
     alpha = functools.reduce(jnp.add, [t.log for t in taken], jnp.zeros(()))
+    if context.num_init == 0 and history:
+        alpha = alpha + _start_links(context, state, structure, lead + structure.rank)
     for position in range(context.num_init):
         if position in steps:
             alpha = advance(alpha, steps[position], ring.fold(position))
@@ -829,6 +844,29 @@ def _contract_chain(context, terms, state, level, ring, structure, leading):
     alpha = _pad_rank(alpha, lead + structure.rank)
     result = ring.reduce(alpha, final)
     return _Term(result, target, scale, tuple(names), terms[0].frames[:level]), taken
+
+
+def _start_links(context, state, structure, rank):
+    """When the first step runs inside the loop (see
+    :meth:`ScanEnumContext.start_in_loop`), the log-factor at lag 0 before it
+    (``advance`` moves it to lag 1): 0 where the carried site's index equals
+    that of the site outside the scan whose values the initial carry holds."""
+    links = jnp.zeros(())
+    for name in state:
+        if name not in context.relabel:
+            raise RuntimeError(
+                f"scan: carried site {name!r} has no initial value to start from"
+            )
+        now, outside = context.dims[name][0], context.relabel[name]
+        size = structure.variables[now][3]
+        index = jnp.arange(size)
+        shape_now = [1] * rank
+        shape_now[rank + now] = size
+        shape_out = [1] * rank
+        shape_out[rank + outside] = size
+        same = index.reshape(shape_now) == index.reshape(shape_out)
+        links = links + jnp.where(same, 0.0, -jnp.inf)
+    return links
 
 
 def _pad_rank(x, rank):

@@ -19,7 +19,7 @@ import pytest
 import probnn
 import probnn.distributions as dist
 from probnn.control_flow import scan
-from probnn.handlers import mask, trace
+from probnn.handlers import enum, mask, trace
 from probnn.infer import TraceEnum_ELBO, infer_discrete
 from probnn.infer.util import log_density
 
@@ -355,6 +355,95 @@ def test_initial_state_before_scan(method, length, num_sequences):
     scores = log_init[paths[:, 0]] + log_emit[steps, 0, paths].sum(-1)
     scores = scores + log_trans[paths[:, :-1], paths[:, 1:]].sum(-1)
     assert path.tolist() == paths[np.argmax(scores)].tolist()
+
+
+def start_model(variant, method, reverse):
+    """An initial state ``x_0`` sampled before the scan and passed as its
+    carry; ``variant``: ``"carry"`` (read only through the carry),
+    ``"body"`` (the body also reads it directly, every step) or ``"shared"``
+    (a second site outside the scan, ``w``, reads it too, with another
+    enumerated site ``u``)."""
+
+    def model(ys, log_init, log_trans, locs):
+        x0 = probnn.sample("x_0", dist.Categorical(logits=log_init), infer=ENUM)
+        probnn.sample("y_0", dist.Normal(locs[x0], 1.0), obs=ys[0])
+        if variant == "shared":
+            u = probnn.sample("u", dist.Bernoulli(0.3), infer=ENUM)
+            probnn.sample("w", dist.Normal(locs[x0] + u, 1.0), obs=0.4)
+
+        def step(x_prev, y):
+            logits = log_trans[x_prev]
+            if variant == "body":
+                logits = logits + 0.5 * log_trans[x0]
+            x = probnn.sample("x", dist.Categorical(logits=logits), infer=ENUM)
+            probnn.sample("y", dist.Normal(locs[x], 1.0), obs=y)
+            return x, None
+
+        scan(step, x0, ys[1:], enum_method=method, reverse=reverse)
+
+    return model
+
+
+def start_brute_force(variant, reverse, ys, log_init, log_trans, locs):
+    """log p(ys) summed over every path, in JAX written here (no probnn)."""
+    T, K = len(ys), len(locs)
+    norm = jax.scipy.stats.norm.logpdf
+    totals = []
+    us = [0, 1] if variant == "shared" else [None]
+    for path in itertools.product(range(K), repeat=T):
+        for u in us:
+            x0 = path[0]
+            score = jax.nn.log_softmax(log_init)[x0] + norm(ys[0], locs[x0], 1.0)
+            if u is not None:
+                score += jnp.log(jnp.array([0.7, 0.3]))[u]
+                score += norm(0.4, locs[x0] + u, 1.0)
+            # the scan visits ys[1:] backwards when reversed
+            order = list(range(T - 1, 0, -1)) if reverse else list(range(1, T))
+            prev = x0
+            for t in order:
+                logits = log_trans[prev]
+                if variant == "body":
+                    logits = logits + 0.5 * log_trans[x0]
+                score += jax.nn.log_softmax(logits)[path[t]]
+                score += norm(ys[t], locs[path[t]], 1.0)
+                prev = path[t]
+            totals.append(score)
+    return jax.nn.logsumexp(jnp.stack(totals))
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("variant", ["carry", "body", "shared"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_initial_state_starts_the_loop(method, variant, reverse):
+    # the scan's first step runs inside its loop (no unrolled copy of the
+    # body), with the initial state's dim linked to the carried site's lag;
+    # value and gradient against brute force over every path
+    rng = np.random.default_rng(7)
+    T, K = 4, 3
+    args = (
+        jnp.asarray(1.5 * rng.standard_normal(T), dtype=jnp.float32),
+        jnp.asarray(rng.standard_normal(K), dtype=jnp.float32),
+        jnp.asarray(rng.standard_normal((K, K)), dtype=jnp.float32),
+        jnp.asarray([-1.5, 0.0, 1.5], dtype=jnp.float32),
+    )
+    model = start_model(variant, method, reverse)
+    model_trace = trace(enum(model, first_available_dim=-1)).get_trace(*args)
+    assert not any(name.startswith("_") for name in model_trace)
+    assert jnp.shape(model_trace["y"]["value"])[0] == T - 1
+
+    elbo = TraceEnum_ELBO()
+
+    def loss(*args):
+        return elbo.loss(jax.random.PRNGKey(0), {}, model, lambda *a: None, *args)
+
+    def expected(*args):
+        return -start_brute_force(variant, reverse, *args)
+
+    value, grads = jax.jit(jax.value_and_grad(loss, argnums=(1, 2, 3)))(*args)
+    want, want_grads = jax.value_and_grad(expected, argnums=(1, 2, 3))(*args)
+    np.testing.assert_allclose(value, want, rtol=1e-5)
+    for got, ref in zip(grads, want_grads, strict=True):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------

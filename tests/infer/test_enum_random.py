@@ -4,7 +4,8 @@ A hypothesis strategy draws a small *spec* of a discrete model written with
 ``probnn.control_flow.scan``: one to three enumerated Categorical sites per
 step, each reading some of the previous one or two steps' values (through the
 carry) and some of the current step's earlier sites; an optional global
-enumerated site used inside the body; no plate, a plate around the scan call
+enumerated site used inside the body, or as the initial carry (an initial
+state sampled before the scan); no plate, a plate around the scan call
 or a plate inside the body (at dim -1 or -2, with an optional nested "tones"
 plate for the observation only, as in NumPyro's hmm_enum model_1);
 ``handlers.mask`` over some steps (a mask series passed through ``xs`` or a
@@ -128,6 +129,9 @@ class Spec:
     counter: bool  # the carry holds a step counter t
     float_carry: bool  # the carry holds a float that shifts the observation
     seed: int
+    # the lags start at the global site's value (mod each site's K) instead
+    # of 0: an initial state sampled before the scan, passed as its carry
+    init_global: bool = False
 
 
 def parent_size(spec: Spec, parent) -> int:
@@ -165,14 +169,18 @@ def mask_shape(spec: Spec) -> tuple:
 @st.composite
 def specs(draw, plate=None):
     num_sites = draw(st.integers(1, 3))
-    Ks = [draw(st.integers(2, 3)) for _ in range(num_sites)]
+    global_K = draw(st.sampled_from([0, 2, 3]))
+    init_global = global_K > 0 and draw(st.sampled_from([True, True, False]))
+    # sites of the global site's size take its value as their initial state
+    # unchanged (so the scan can start its loop at the first step)
+    same_K = init_global and draw(st.sampled_from([True, True, False]))
+    Ks = [global_K if same_K else draw(st.integers(2, 3)) for _ in range(num_sites)]
     per_step = math.prod(Ks)
     max_T = 1
     while per_step ** (max_T + 1) <= MAX_ASSIGNMENTS and max_T < 5:
         max_T += 1
     T = draw(st.integers(1, max_T))
     history = draw(st.sampled_from([1, 2]))
-    global_K = draw(st.sampled_from([0, 2, 3]))
     masking = draw(st.sampled_from(["none", "xs", "counter"]))
 
     sites = []
@@ -238,6 +246,7 @@ def specs(draw, plate=None):
         counter=counter,
         float_carry=draw(st.booleans()),
         seed=draw(st.integers(0, 2**16)),
+        init_global=init_global,
     )
 
 
@@ -403,8 +412,20 @@ def build_model(spec: Spec, init_params: dict):
 
         # the initial values have the plate's shape (as in hmm_enum model_1), so
         # that a run without enumeration keeps the carry's shape
-        zero = jnp.zeros(plate_shape(spec), dtype=jnp.int32)
-        init = {"lags": tuple((zero,) * n for _ in range(spec.history))}
+        shape = plate_shape(spec)
+        zero = jnp.zeros(shape, dtype=jnp.int32)
+        starts = (zero,) * n
+        if spec.init_global:
+            # the global site's own value where the sizes agree (as an HMM
+            # passes its initial state), else reduced into the site's range
+            starts = tuple(
+                g if site.K == spec.global_K else g % site.K for site in spec.sites
+            )
+            starts = tuple(
+                jnp.broadcast_to(s, jnp.broadcast_shapes(jnp.shape(s), shape))
+                for s in starts
+            )
+        init = {"lags": tuple(starts for _ in range(spec.history))}
         if spec.counter:
             init["t"] = jnp.array(0, dtype=jnp.int32)
         if spec.float_carry:
@@ -491,6 +512,8 @@ def parent_values(spec: Spec, parents, rows, k):
             value = np.arange(Kg)[:, None]
         elif k - lag >= 0:
             value = rows[None, :, k - lag, name]
+        elif spec.init_global:  # the initial carry: the global site's value
+            value = np.arange(Kg)[:, None] % spec.sites[name].K
         else:
             value = np.zeros((1, N), dtype=np.int64)  # the initial carry
         idx = idx * parent_size(spec, (name, lag)) + value
@@ -739,6 +762,7 @@ TINY_SPECS = [
         global_K=2, obs="bernoulli_logits", obs_C=0, obs_parents=((0, 0),),
         obs_masked=False, plate="outer", plate_dim=-1, P=2, tones=0,
         mask="xs", mask_per_member=True, counter=True, float_carry=False, seed=11,
+        init_global=True,
     ),
 ]  # fmt: skip
 
