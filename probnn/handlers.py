@@ -303,6 +303,9 @@ class trace(Messenger):
             elif site["type"] == "mutable":
                 # state updated inside the body: the last step's is the newest
                 site["value"] = jax.tree.map(lambda v: v[-1], site["value"])
+            else:
+                # stacked over the steps (NumPyro's marker of such a site)
+                site["_control_flow_done"] = True
             self._record(name, site)
 
     def scan_finish_unrolled(self, output: _SiteRecords, prefix: str) -> None:

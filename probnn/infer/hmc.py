@@ -27,6 +27,7 @@ from probnn.infer.util import (
     ParamInfo,
     constrain_fn,
     latent_site_names,
+    missing_plates,
     potential_energy,
     search_valid_point,
     strategy_point,
@@ -89,6 +90,7 @@ def _latent_point(model, args, kwargs) -> dict:
     """Zeros shaped like the model's latent sites in unconstrained space, by
     name: the sites NUTS samples (found by one abstract trace)."""
     given = _ValuesGivenInside(model)
+    plate_messages = []
 
     def run():
         # latent values from the init strategy, not drawn: an improper
@@ -96,6 +98,7 @@ def _latent_point(model, args, kwargs) -> dict:
         feasible = substitute(given, substitute_fn=init_to_feasible)
         with block():
             model_trace = trace(seed(feasible, rng_seed=0)).get_trace(*args, **kwargs)
+        plate_messages.extend(missing_plates(model_trace))
         return unconstrained_point(model_trace, latent_site_names(model_trace))
 
     shapes = jax.eval_shape(run)
@@ -110,6 +113,8 @@ def _latent_point(model, args, kwargs) -> dict:
             UserWarning,
             stacklevel=2,
         )
+    for message in dict.fromkeys(plate_messages):
+        warnings.warn(message, UserWarning, stacklevel=2)
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 

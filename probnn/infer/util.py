@@ -358,6 +358,49 @@ def search_valid_point(key, propose, evaluate, prototype, max_tries: int = 100):
     return result
 
 
+def warn_missing_plates(model_trace: dict, stacklevel: int = 3) -> None:
+    """Warn about each of :func:`missing_plates`, as NumPyro's MCMC set-up
+    does."""
+    import warnings
+
+    for message in missing_plates(model_trace):
+        warnings.warn(message, UserWarning, stacklevel=stacklevel)
+
+
+def missing_plates(model_trace: dict) -> list:
+    """Messages naming the batch dims of sample sites that no plate
+    declares, where the site sits in some plate (a site outside every plate
+    may broadcast freely). The leading time dim of a site stacked by
+    ``scan`` is not a missing plate."""
+    messages = []
+    for name, site in model_trace.items():
+        if site["type"] != "sample":
+            continue
+        frames = site.get("cond_indep_stack") or ()
+        if not frames:
+            continue
+        fn = site["fn"]
+        event_ndim = len(getattr(fn, "event_shape", ()))
+        value_shape = jnp.shape(site["value"])
+        batch = jnp.broadcast_shapes(
+            tuple(getattr(fn, "batch_shape", ())),
+            value_shape[: len(value_shape) - event_ndim],
+        )
+        declared = {frame.dim for frame in frames}
+        for dim in range(-len(batch), 0):
+            if batch[dim] == 1 or dim in declared:
+                continue
+            if dim == -len(batch) and site.get("_control_flow_done"):
+                continue  # the steps of a scan
+            messages.append(
+                f"Missing a plate statement for batch dim {dim} (size "
+                f"{batch[dim]}) of site {name!r}, which sits in plates "
+                f"{sorted(frame.name for frame in frames)}: declare a plate "
+                "for that dim"
+            )
+    return messages
+
+
 def initialize_model(
     rng_key,
     model: Callable,
@@ -419,6 +462,7 @@ def initialize_model(
     model_trace = trace(
         substitute(seed(model, first_key), substitute_fn=init_strategy)
     ).get_trace(*model_args, **model_kwargs)
+    warn_missing_plates(model_trace)
     names = latent_site_names(model_trace)
     # param sites (e.g. network weights) keep the values the trace drew
     param_values = {

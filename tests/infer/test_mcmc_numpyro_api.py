@@ -7,6 +7,7 @@ Sampling tests compare against the closed-form posterior of a conjugate
 normal model; a few compare with NumPyro itself when it is installed."""
 
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -542,3 +543,46 @@ def test_warmup_sets_post_warmup_state_and_one_chain_shows_no_chain_axis():
     )
     chains.run(jax.random.PRNGKey(2))
     assert chains.last_state.z.shape == (2, 3)
+
+
+def test_site_in_a_plate_with_an_undeclared_batch_dim_warns():
+    # the observation has 5 rows that no plate declares; its plate covers
+    # the 10 columns only
+    def model():
+        x = probnn.sample("x", dist.Normal(0.0, 1.0))
+        with probnn.plate("columns", 10):
+            probnn.sample("obs", dist.Normal(x, 1.0), obs=jnp.ones((5, 10)))
+
+    mcmc = MCMC(NUTS(model), num_warmup=5, num_samples=5, progress_bar=False)
+    with pytest.warns(UserWarning, match="Missing a plate statement") as record:
+        mcmc.run(jax.random.PRNGKey(0))
+    messages = [str(w.message) for w in record if "Missing a plate" in str(w.message)]
+    assert len(messages) == 1
+    assert "'obs'" in messages[0] and "dim -2" in messages[0]
+    with pytest.warns(UserWarning, match="Missing a plate statement"):
+        initialize_model(jax.random.PRNGKey(0), model)
+
+
+def test_declared_plates_scan_steps_and_sites_outside_plates_do_not_warn():
+    from probnn.control_flow import scan
+
+    def model(y):
+        # outside every plate a site may broadcast as it likes
+        probnn.sample("free", dist.Normal(jnp.zeros(3), 1.0))
+        with probnn.plate("rows", 4, dim=-2), probnn.plate("cols", 3):
+            probnn.sample("grid", dist.Normal(0.0, 1.0))
+
+        def step(carry, y_t):
+            # the stacked steps are not a missing plate
+            with probnn.plate("members", 3):
+                z = probnn.sample("z", dist.Normal(carry, 1.0))
+                probnn.sample("y", dist.Normal(z, 1.0), obs=y_t)
+            return carry, None
+
+        scan(step, 0.0, y)
+
+    mcmc = MCMC(NUTS(model), num_warmup=5, num_samples=5, progress_bar=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Missing a plate")
+        mcmc.run(jax.random.PRNGKey(0), jnp.ones((6, 3)))
+    assert mcmc.get_samples()["z"].shape == (5, 6, 3)
