@@ -388,27 +388,27 @@ def start_brute_force(variant, reverse, ys, log_init, log_trans, locs):
     """log p(ys) summed over every path, in JAX written here (no probnn)."""
     T, K = len(ys), len(locs)
     norm = jax.scipy.stats.norm.logpdf
-    totals = []
-    us = [0, 1] if variant == "shared" else [None]
-    for path in itertools.product(range(K), repeat=T):
-        for u in us:
-            x0 = path[0]
-            score = jax.nn.log_softmax(log_init)[x0] + norm(ys[0], locs[x0], 1.0)
-            if u is not None:
-                score += jnp.log(jnp.array([0.7, 0.3]))[u]
-                score += norm(0.4, locs[x0] + u, 1.0)
-            # the scan visits ys[1:] backwards when reversed
-            order = list(range(T - 1, 0, -1)) if reverse else list(range(1, T))
-            prev = x0
-            for t in order:
-                logits = log_trans[prev]
-                if variant == "body":
-                    logits = logits + 0.5 * log_trans[x0]
-                score += jax.nn.log_softmax(logits)[path[t]]
-                score += norm(ys[t], locs[path[t]], 1.0)
-                prev = path[t]
-            totals.append(score)
-    return jax.nn.logsumexp(jnp.stack(totals))
+    paths = jnp.asarray(list(itertools.product(range(K), repeat=T)))  # (P, T)
+    rows = jnp.arange(len(paths))
+    x0 = paths[:, 0]
+    score = jax.nn.log_softmax(log_init)[x0] + norm(ys[0], locs[x0], 1.0)
+    # the scan visits ys[1:] backwards when reversed
+    order = range(T - 1, 0, -1) if reverse else range(1, T)
+    prev = x0
+    for t in order:
+        logits = log_trans[prev]
+        if variant == "body":
+            logits = logits + 0.5 * log_trans[x0]
+        score = score + jax.nn.log_softmax(logits)[rows, paths[:, t]]
+        score = score + norm(ys[t], locs[paths[:, t]], 1.0)
+        prev = paths[:, t]
+    if variant == "shared":  # u in {0, 1} with probabilities 0.7, 0.3
+        with_u = [
+            score + jnp.log(p) + norm(0.4, locs[x0] + u, 1.0)
+            for u, p in ((0, 0.7), (1, 0.3))
+        ]
+        score = jnp.concatenate(with_u)
+    return jax.nn.logsumexp(score)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -440,7 +440,7 @@ def test_initial_state_starts_the_loop(method, variant, reverse):
         return -start_brute_force(variant, reverse, *args)
 
     value, grads = jax.jit(jax.value_and_grad(loss, argnums=(1, 2, 3)))(*args)
-    want, want_grads = jax.value_and_grad(expected, argnums=(1, 2, 3))(*args)
+    want, want_grads = jax.jit(jax.value_and_grad(expected, argnums=(1, 2, 3)))(*args)
     np.testing.assert_allclose(value, want, rtol=1e-5)
     for got, ref in zip(grads, want_grads, strict=True):
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
