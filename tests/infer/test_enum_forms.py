@@ -412,8 +412,10 @@ def start_brute_force(variant, reverse, ys, log_init, log_trans, locs):
 
 
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("variant", ["carry", "body", "shared"])
-@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize(
+    "variant, reverse",
+    [("carry", False), ("carry", True), ("body", False), ("shared", True)],
+)
 def test_initial_state_starts_the_loop(method, variant, reverse):
     # the scan's first step runs inside its loop (no unrolled copy of the
     # body), with the initial state's dim linked to the carried site's lag;
