@@ -609,8 +609,10 @@ def _reduce(terms, dims, ring, structure, all_dims) -> _Term:
     if pending:
         guide_names = [structure.variable_name(d) for d in present]
         model_names = [structure.variable_name(d) for d in pending]
+        # the message opens with NumPyro's wording of this error
         raise ValueError(
-            f"TraceEnum_ELBO: guide site(s) {guide_names} are enumerated inside "
+            "TraceEnum_ELBO: Expected model enumeration to be no more global "
+            f"than guide: guide site(s) {guide_names} are enumerated inside "
             f"plates whose sites depend on model sites {model_names} enumerated "
             "outside them: the model's enumeration is more global than the "
             "guide's, and the expectation over the guide sites is then not a sum "

@@ -869,7 +869,9 @@ def test_guide_enumeration_less_global_than_model_is_a_value_error():
         with probnn.plate("rows", 2):
             probnn.sample("w", dist.Categorical(jnp.array([0.6, 0.4])))
 
-    with pytest.raises(ValueError, match=r"\['w'\].*\['z'\].*more global"):
+    with pytest.raises(
+        ValueError, match=r"no more global than guide.*\['w'\].*\['z'\].*more global"
+    ):
         TraceEnum_ELBO().loss(KEY, {}, model, guide)
 
 
