@@ -20,6 +20,11 @@ Targets: steady ratio <= 1.05 and compile ratio <= 1.2 against the
 hand-written loop; the total (init + compile) is reported too.
 
     python benchmarks/flax_vae.py [--repeats 5] [--steps 2000] [--processes 3]
+
+On a machine whose speed drifts, ``--interleaved ROUNDS`` times the steady
+state of all three in one process, in turns, and reports the median ratio
+per round (compile times are not measured then: the processes would share
+compiled operations).
 """
 
 from __future__ import annotations
@@ -175,17 +180,71 @@ NAMES = {
 }
 
 
+def build(which: str, steps: int):
+    """A no-argument function running ``steps`` training steps."""
+    x = data()
+    key = jax.random.PRNGKey(0)
+    if which == "linen":
+        shapes = (((-1, DATA),), ((-1, LATENT),))
+        svi = probnn_svi(LinenEncoder(), LinenDecoder(), shapes)
+    else:
+        networks = NNXEncoder(nnx.Rngs(0)), NNXDecoder(nnx.Rngs(1))
+        if which == "hand":
+            hand = hand_run(*networks, steps)
+            return lambda: hand(key, x)
+        svi = probnn_svi(*networks, ((), ()))
+    return lambda: svi.run(key, steps, x, progress_bar=False).losses
+
+
+def interleaved(steps: int, rounds: int):
+    """Steady seconds of every implementation timed in turns within one
+    process (each round times each once, in a rotating order), so that a
+    change in the machine's speed during the run falls on all of them;
+    returns the medians and the median per-round ratio to hand-written."""
+    runs = {which: build(which, steps) for which in NAMES}
+    for run in runs.values():
+        jax.block_until_ready(run())  # compile
+    times = {which: [] for which in NAMES}
+    names = list(NAMES)
+    for r in range(rounds):
+        for which in names[r % len(names) :] + names[: r % len(names)]:
+            start = time.perf_counter()
+            jax.block_until_ready(runs[which]())
+            times[which].append(time.perf_counter() - start)
+    return {
+        which: (
+            statistics.median(times[which]),
+            statistics.median(
+                a / b for a, b in zip(times[which], times["hand"], strict=True)
+            ),
+        )
+        for which in NAMES
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--processes", type=int, default=3)
+    parser.add_argument(
+        "--interleaved",
+        type=int,
+        metavar="ROUNDS",
+        help="instead: steady time only, every implementation in one process, "
+        "timed in turns for ROUNDS rounds",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(args.child, args.steps, args.repeats)))
         return
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, steps {args.steps}")
+    if args.interleaved:
+        print(f"{'':28}{'steady s':>10}{'ratio (median per round)':>26}")
+        for which, (steady, ratio) in interleaved(args.steps, args.interleaved).items():
+            print(f"{NAMES[which]:28}{steady:10.3f}{ratio:26.2f}")
+        return
     results = {}
     for which in NAMES:
         runs = []
