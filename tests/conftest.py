@@ -14,10 +14,13 @@ the same for every test collected.
 Compilation: the suite compiles thousands of small programs and runs each a
 few times, so XLA's CPU backend optimisation (which makes a compiled
 program faster to run but slower to build) is turned down to level 0 for
-test processes (appended to any ``XLA_FLAGS`` already set, and inherited by
-the subprocesses tests start). Results agree with the default level up to
-floating-point rounding; benchmarks and examples run at the default level.
-Set ``PROBNN_TEST_XLA_OPT=default`` to test at the default level.
+test processes, and fused elementwise code is emitted by XLA's older
+elemental emitter rather than its fusion emitters (which take about twice as
+long to build a sampler or an SVI step). Both flags are appended to any
+``XLA_FLAGS`` already set and inherited by the subprocesses tests start.
+Results agree with the default settings up to floating-point rounding;
+benchmarks and examples run with the defaults. Set
+``PROBNN_TEST_XLA_OPT=default`` to test with the default settings.
 
 Many tests build the same program again (a sampler for the same model under
 another option, a step function per parametrization), so a test run keeps
@@ -37,7 +40,8 @@ if os.environ.get("PROBNN_TEST_XLA_OPT", "0") != "default":
     # read when JAX first starts its CPU backend, after this module is
     # imported
     os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+        os.environ.get("XLA_FLAGS", "")
+        + " --xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
     ).strip()
 
 _OWN_CACHE = None

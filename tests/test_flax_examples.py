@@ -41,11 +41,12 @@ def _run(name, steps, out):
 
 def _main_at_full_optimisation(name, argv):
     """``examples/<name>.py``'s ``main(argv)`` in a fresh interpreter whose
-    XLA compiles at its default optimisation level (the suite turns it down,
-    see conftest.py): for examples whose run time, not their compilation,
-    dominates. Returns ``main``'s result dict."""
+    XLA compiles with its default settings (the suite turns optimisation
+    down, see conftest.py): for examples whose run time, not their
+    compilation, dominates. Returns ``main``'s result dict."""
+    suite_only = ("--xla_backend_optimization_level", "--xla_cpu_use_fusion_emitters")
     flags = os.environ.get("XLA_FLAGS", "").split()
-    flags = [f for f in flags if not f.startswith("--xla_backend_optimization_level")]
+    flags = [f for f in flags if not f.startswith(suite_only)]
     env = {**os.environ, "XLA_FLAGS": " ".join(flags)}
     script = (
         "import importlib.util, json, sys\n"
