@@ -945,16 +945,21 @@ class SVI:
             while done < num_steps:
                 count = min(chunk_size, num_steps - done)
                 state, losses = run_chunk(state, count, dynamic)
+                if not progress_bar:
+                    # no host round trip per chunk: the next chunk is
+                    # dispatched while this one runs
+                    chunks.append(losses[:count])
+                    done += count
+                    continue
                 losses = np.asarray(losses[:count])
                 chunks.append(losses)
-                if progress_bar:
-                    bar.set_postfix_str(
-                        f"init loss: {chunks[0][0]:.4g}, avg. loss "
-                        f"[{done + 1}-{done + count}]: {np.mean(losses):.4g}"
-                    )
-                    bar.update(count)
+                bar.set_postfix_str(
+                    f"init loss: {chunks[0][0]:.4g}, avg. loss "
+                    f"[{done + 1}-{done + count}]: {np.mean(losses):.4g}"
+                )
+                bar.update(count)
                 done += count
-        losses = np.concatenate(chunks)
+        losses = np.concatenate([np.asarray(c) for c in chunks])
         bad = np.flatnonzero(~np.isfinite(losses))
         if bad.size:
             what = "skipped" if stable_update else "taken"
