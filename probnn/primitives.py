@@ -405,6 +405,10 @@ class plate(Messenger):
             return
         if kind not in ("sample", "param", "deterministic", "plate"):
             return
+        if self.name in (msg.get("infer") or {}).get("block_plates", ()):
+            # the site asked to stand outside this plate (NumPyro's
+            # infer={"block_plates": names}): no frame, no broadcast, no scale
+            return
         for frame in msg["cond_indep_stack"]:
             if frame.dim == self.dim and kind != "plate":
                 raise ValueError(
@@ -421,6 +425,8 @@ class plate(Messenger):
     def postprocess_message(self, msg: Message) -> None:
         event_dim = msg["kwargs"].get("event_dim") if msg["type"] == "param" else None
         if event_dim is None or self.subsample_size == self.size:
+            return
+        if self.name in (msg.get("infer") or {}).get("block_plates", ()):
             return
         # a param declared inside a subsampled plate holds every member; the
         # site's value is the current mini-batch's rows

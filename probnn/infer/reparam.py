@@ -28,11 +28,13 @@ import numbers
 import jax.numpy as jnp
 
 from probnn.distributions import constraints
-from probnn.distributions.distribution import ExpandedDistribution, Independent
+from probnn.distributions.distribution import ExpandedDistribution, Independent, Unit
 from probnn.distributions.transformed import TransformedDistribution
-from probnn.primitives import param, sample
+from probnn.distributions.transforms import biject_to
+from probnn.distributions.util import sum_rightmost
+from probnn.primitives import factor, get_mask, param, sample
 
-__all__ = ["LocScaleReparam", "Reparam", "TransformReparam"]
+__all__ = ["LocScaleReparam", "NeuTraReparam", "Reparam", "TransformReparam"]
 
 
 class Reparam:
@@ -206,3 +208,115 @@ class TransformReparam(Reparam):
         for transform in base.transforms:
             value = transform(value)
         return None, value
+
+
+class NeuTraReparam(Reparam):
+    """Neural transport (Hoffman et al., 2019): sample a model's latent
+    sites through a trained :class:`~probnn.infer.autoguide.AutoContinuous`
+    guide's map from a standard Normal onto its posterior.
+
+    Every latent site of the guide's model is reparametrized at once: at the
+    first one, a standard Normal vector ``{prefix}_shared_latent`` is drawn
+    (outside every plate; it carries no density of its own), pushed through
+    ``guide.get_transform(params)`` and split into the sites' unconstrained
+    values. Each site then holds its constrained value, and factors named
+    ``_{site}_log_prob`` add the site's density with the Jacobian terms, so
+    that the model's density over the shared latent is the pushed-back
+    posterior. Where the guide fits well, that density is close to a
+    standard Normal, which HMC and NUTS sample easily.
+
+    Args:
+        guide: a trained AutoContinuous guide (run at least once, e.g. by
+            ``svi.init``).
+        params: the guide's params (``svi.get_params(state)``).
+
+    ``reparam(model)`` returns the model with every latent site
+    reparametrized; :meth:`transform_sample` maps draws of the shared latent
+    back onto the model's sites.
+    """
+
+    def __init__(self, guide, params: dict):
+        from probnn.infer.autoguide import AutoContinuous
+
+        if not isinstance(guide, AutoContinuous):
+            raise TypeError(
+                "NeuTraReparam expected an AutoContinuous guide (AutoDiagonalNormal, "
+                f"AutoMultivariateNormal, ...), got {type(guide).__name__}"
+            )
+        guide._require_prototype("get_transform (asked by NeuTraReparam)")
+        try:
+            self.transform = guide.get_transform(params)
+        except (NotImplementedError, TypeError) as error:
+            raise ValueError(
+                f"NeuTraReparam: {type(guide).__name__}.get_transform(params) is "
+                "not available; NeuTraReparam needs a guide whose transform "
+                "does not depend on the model's arguments"
+            ) from error
+        self.guide = guide
+        self.params = params
+        self._latent_names = tuple(guide._latent_shapes)
+        self._pending: dict = {}
+
+    def _config(self, msg):
+        return self if msg["name"] in self._latent_names else None
+
+    def reparam(self, fn=None):
+        """``fn`` (or, without it, a decorator) with every latent site of the
+        guide's model reparametrized."""
+        from probnn.handlers import reparam
+
+        return reparam(fn, config=self._config)
+
+    def __call__(self, name: str, fn, obs):
+        self._latent_only(name, obs)
+        if name not in self._latent_names:
+            raise ValueError(
+                f"NeuTraReparam: sample site {name!r} is not a latent site of the "
+                f"guide's model (those are {list(self._latent_names)})"
+            )
+        with_density = get_mask() is not False
+        if name == self._latent_names[0]:
+            # the first latent site of a run draws the shared latent
+            plates = tuple(
+                site["name"]
+                for site in self.guide.prototype_trace.values()
+                if site["type"] == "plate"
+            )
+            outside = {"block_plates": plates}
+            z = sample(
+                f"{self.guide.prefix}_shared_latent",
+                self.guide.get_base_dist().mask(False),
+                infer=outside,
+            )
+            x = self.transform(z)
+            self._pending = self.guide._unpack_latent(x)
+            if with_density:
+                log_det = self.transform.log_abs_det_jacobian(z, x)
+                unit = Unit(log_det)
+                sample(
+                    f"_{self.guide.prefix}_shared_latent_log_det",
+                    unit,
+                    obs=unit.sample(None),
+                    infer={"is_auxiliary": True, **outside},
+                )
+        if name not in self._pending:
+            raise ValueError(
+                f"NeuTraReparam: sample site {name!r} came before the model's first "
+                f"latent site {self._latent_names[0]!r} in this run; the model must "
+                "visit its latent sites in the order of the guide's prototype run"
+            )
+        unconstrained = self._pending.pop(name)
+        to_support = biject_to(fn.support)
+        value = to_support(unconstrained)
+        if with_density:
+            log_det = to_support.log_abs_det_jacobian(unconstrained, value)
+            log_det = sum_rightmost(
+                log_det, jnp.ndim(log_det) - jnp.ndim(value) + len(fn.event_shape)
+            )
+            factor(f"_{name}_log_prob", fn.log_prob(value) + log_det)
+        return None, value
+
+    def transform_sample(self, latent) -> dict:
+        """The model's latent sites (constrained) for draws ``latent`` of the
+        shared latent (any batch shape in front)."""
+        return self.guide._unpack_and_constrain(self.transform(latent))
