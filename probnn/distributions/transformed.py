@@ -76,10 +76,16 @@ class TransformedDistribution(Distribution):
         for t in self.transforms:
             intermediates.append(x)
             x = t(x)
+        # log_prob of this very draw reads the pre-images instead of
+        # inverting (flows such as BNAF have no closed-form inverse)
+        self._last_draw = (x, intermediates)
         return x, intermediates
 
     def log_prob(self, value, intermediates=None):
         self._validate_sample(value)
+        last = getattr(self, "_last_draw", None)
+        if intermediates is None and last is not None and last[0] is value:
+            intermediates = last[1]
         y = value
         total = 0.0
         rank = self.event_dim

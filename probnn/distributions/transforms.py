@@ -39,6 +39,7 @@ __all__ = [
     "LowerCholeskyAffine",
     "LowerCholeskyTransform",
     "OrderedTransform",
+    "PermuteTransform",
     "PowerTransform",
     "SigmoidTransform",
     "SoftplusLowerCholeskyTransform",
@@ -736,6 +737,41 @@ class LowerCholeskyAffine(Transform):
     def log_abs_det_jacobian(self, x, y, intermediates=None):
         log_det = jnp.sum(jnp.log(jnp.abs(jnp.diagonal(self.scale_tril))))
         return jnp.broadcast_to(log_det, jnp.shape(x)[:-1])
+
+
+class PermuteTransform(Transform):
+    """Reorder the last dim: ``y = x[..., permutation]`` (volume preserving).
+
+    >>> import jax.numpy as jnp
+    >>> PermuteTransform(jnp.array([2, 0, 1]))(jnp.array([10.0, 20.0, 30.0]))
+    Array([30., 10., 20.], dtype=float32)
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    pytree_aux_fields = ("_order",)
+
+    def __init__(self, permutation):
+        order = tuple(int(i) for i in np.asarray(permutation).reshape(-1))
+        if sorted(order) != list(range(len(order))):
+            raise ValueError(
+                "PermuteTransform: permutation must hold each of 0..n-1 once, got "
+                f"{list(order)!r}"
+            )
+        self._order = order
+
+    @property
+    def permutation(self):
+        return jnp.asarray(self._order)
+
+    def __call__(self, x):
+        return jnp.take(x, self.permutation, axis=-1)
+
+    def _inverse(self, y):
+        return jnp.take(y, jnp.argsort(self.permutation), axis=-1)
+
+    def log_abs_det_jacobian(self, x, y, intermediates=None):
+        return jnp.zeros(jnp.shape(x)[:-1], jnp.result_type(x, float))
 
 
 class ComposeTransform(Transform):

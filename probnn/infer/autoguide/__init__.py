@@ -14,6 +14,8 @@ through ``biject_to(site's support)``:
   :class:`AutoLaplaceApproximation` flatten all latents into one vector drawn
   at the auxiliary site ``_{prefix}_latent``; each model site then gets a
   ``Delta`` at its constrained value, carrying the log Jacobian.
+  :class:`AutoIAFNormal` and :class:`AutoBNAFNormal` draw that vector from a
+  standard Normal pushed through normalizing flows (IAF, BNAF).
 
 Every guide offers ``median(params)``, ``quantiles(params, quantiles)`` and
 ``sample_posterior(rng_key, params, ...)`` with ``params`` the constrained
@@ -29,13 +31,16 @@ from probnn.infer.autoguide._continuous import (
     AutoLowRankMultivariateNormal,
     AutoMultivariateNormal,
 )
+from probnn.infer.autoguide._flows import AutoBNAFNormal, AutoIAFNormal
 from probnn.infer.autoguide._local import AutoDelta, AutoNormal
 
 __all__ = [
+    "AutoBNAFNormal",
     "AutoContinuous",
     "AutoDelta",
     "AutoDiagonalNormal",
     "AutoGuide",
+    "AutoIAFNormal",
     "AutoLaplaceApproximation",
     "AutoLowRankMultivariateNormal",
     "AutoMultivariateNormal",
