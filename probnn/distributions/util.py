@@ -149,3 +149,39 @@ def clamp_probs(probs):
     logarithms and those of their complements stay finite."""
     info = jnp.finfo(jnp.result_type(probs, float))
     return jnp.clip(probs, info.tiny, 1.0 - info.eps)
+
+
+def matrix_to_tril_vec(x, diagonal: int = 0):
+    """The entries of the last two dims' lower triangle (below the
+    ``diagonal``-th diagonal), row by row, as a vector.
+
+    >>> import jax.numpy as jnp
+    >>> matrix_to_tril_vec(jnp.arange(9.0).reshape(3, 3))
+    Array([0., 3., 4., 6., 7., 8.], dtype=float32)
+    """
+    rows, cols = jnp.tril_indices(jnp.shape(x)[-1], k=diagonal, m=jnp.shape(x)[-2])
+    return x[..., rows, cols]
+
+
+def vec_to_tril_matrix(t, diagonal: int = 0):
+    """Inverse of :func:`matrix_to_tril_vec` for a square matrix: the
+    vector's entries written row by row into the lower triangle, zeros
+    elsewhere.
+
+    >>> import jax.numpy as jnp
+    >>> vec_to_tril_matrix(jnp.array([1.0, 2.0, 3.0]))
+    Array([[1., 0.],
+           [2., 3.]], dtype=float32)
+    """
+    size = jnp.shape(t)[-1]
+    # a lower triangle with diagonal d <= 0 of an n x n matrix holds
+    # m (m + 1) / 2 entries, m = n + d
+    n = int(round((math.sqrt(1 + 8 * size) - 1) / 2)) - diagonal
+    rows, cols = jnp.tril_indices(n, k=diagonal)
+    if rows.shape[0] != size:
+        raise ValueError(
+            f"vec_to_tril_matrix: {size} entries fill no square lower triangle "
+            f"with diagonal={diagonal}"
+        )
+    out = jnp.zeros(jnp.shape(t)[:-1] + (n, n), jnp.result_type(t))
+    return out.at[..., rows, cols].set(t)

@@ -3,6 +3,8 @@
 results written back into Flax objects."""
 
 from probnn.nn._core import module, param_paths, random_module
+from probnn.nn.auto_reg_nn import AutoregressiveNN
+from probnn.nn.block_neural_arn import BlockNeuralAutoregressiveNN
 from probnn.nn.export import (
     network_params,
     param_shardings,
@@ -12,6 +14,8 @@ from probnn.nn.export import (
 from probnn.nn.training import ELBOModule, ModelState
 
 __all__ = [
+    "AutoregressiveNN",
+    "BlockNeuralAutoregressiveNN",
     "ELBOModule",
     "ModelState",
     "module",

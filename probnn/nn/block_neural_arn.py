@@ -5,8 +5,9 @@
 Each of the ``D`` input dims owns a block of units in every layer. A layer
 maps block ``j`` into block ``i`` only for ``j <= i``; the diagonal blocks
 have positive weights (exponentiated) and every weight row is normalised
-(``exp(g) * w / |w|``), so that with ``tanh`` between layers output ``i`` is
-a strictly increasing function of input ``i`` given inputs ``< i``. The
+(``exp(g) * w / |w|``), so that with an increasing activation between
+layers (``LeakyTanh`` by default, or ``Tanh``) output ``i`` is a strictly
+increasing function of input ``i`` given inputs ``< i``. The
 log-derivative of each output with respect to its own input is carried
 through the layers in log space (a log-sum-exp over the units of a block),
 never forming a Jacobian.
@@ -25,12 +26,45 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["BlockNeuralAutoregressiveNN"]
+__all__ = ["BlockNeuralAutoregressiveNN", "LeakyTanh", "Tanh"]
 
 
 def _log_dtanh(h):
     # log(1 - tanh(h)^2), without cancellation in the tails
     return 2.0 * (jnp.log(2.0) - h - jax.nn.softplus(-2.0 * h))
+
+
+def _activation(fn, log_derivative):
+    """A layer between the masked dense layers: ``(h, log_dh) -> (fn(h),
+    log_dh + log fn'(h))``, the log-derivatives laid out ``(..., dim,
+    units per dim, 1)``."""
+
+    def init_fn(key, input_shape):
+        return tuple(input_shape), ()
+
+    def apply_fn(params, inputs, **kwargs):
+        h, log_dh = inputs
+        shaped = h.reshape(log_dh.shape[:-1])
+        return fn(h), log_dh + log_derivative(shaped)[..., None]
+
+    return init_fn, apply_fn
+
+
+def Tanh():
+    """``tanh`` between BNAF layers: the flow's image is then bounded."""
+    return _activation(jnp.tanh, _log_dtanh)
+
+
+def LeakyTanh(min_grad: float = 0.01):
+    """``tanh(h) + min_grad * h`` between BNAF layers (the default): the
+    slope never falls below ``min_grad``, so the flow maps onto all of R^D."""
+    if not min_grad > 0:
+        raise ValueError(f"LeakyTanh: min_grad must be positive, got {min_grad!r}")
+    log_min_grad = float(np.log(min_grad))
+    return _activation(
+        lambda h: jnp.tanh(h) + min_grad * h,
+        lambda h: jnp.logaddexp(_log_dtanh(h), log_min_grad),
+    )
 
 
 def _block_masks(dim: int, out_factor: int, in_factor: int):
@@ -87,7 +121,9 @@ def _masked_dense(dim: int, in_factor: int, out_factor: int):
     return init_fn, apply_fn
 
 
-def BlockNeuralAutoregressiveNN(input_dim: int, hidden_factors=(8, 8), residual=None):
+def BlockNeuralAutoregressiveNN(
+    input_dim: int, hidden_factors=(8, 8), residual=None, activation=None
+):
     """The network of a BNAF flow (NumPyro's signature; see
     :class:`probnn.distributions.flows.BlockNeuralAutoregressiveTransform`).
 
@@ -96,6 +132,8 @@ def BlockNeuralAutoregressiveNN(input_dim: int, hidden_factors=(8, 8), residual=
         hidden_factors: units per input dim in each hidden layer.
         residual: None, ``"normal"`` (``y = x + f(x)``) or ``"gated"``
             (``y = g f(x) + (1 - g) x`` with a learned ``g`` in (0, 1)).
+        activation: the layer between masked dense layers, :func:`LeakyTanh`
+            (default) or :func:`Tanh`.
 
     Returns:
         ``(init_fn, apply_fn)``; ``apply_fn(params, x)`` returns ``(y,
@@ -119,6 +157,7 @@ def BlockNeuralAutoregressiveNN(input_dim: int, hidden_factors=(8, 8), residual=
             f"got {residual!r}"
         )
     layers = [_masked_dense(input_dim, a, b) for a, b in zip(factors[:-1], factors[1:])]
+    _, activate = LeakyTanh() if activation is None else activation
 
     def init_fn(key, input_shape):
         if input_shape[-1] != input_dim:
@@ -138,9 +177,7 @@ def BlockNeuralAutoregressiveNN(input_dim: int, hidden_factors=(8, 8), residual=
         for i, (_, apply_layer) in enumerate(layers):
             h, log_dh = apply_layer(params[i], (h, log_dh))
             if i < len(layers) - 1:
-                shaped = h.reshape(h.shape[:-1] + (input_dim, -1))
-                log_dh = log_dh + _log_dtanh(shaped)[..., None]
-                h = jnp.tanh(h)
+                h, log_dh = activate((), (h, log_dh))
         log_det = log_dh[..., 0, 0]
         if residual == "normal":
             return x + h, jax.nn.softplus(log_det)

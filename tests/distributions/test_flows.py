@@ -23,13 +23,13 @@ from probnn.distributions.transforms import PermuteTransform
 from probnn.infer import SVI, Trace_ELBO
 from probnn.infer.autoguide import AutoBNAFNormal, AutoIAFNormal
 from probnn.nn.auto_reg_nn import AutoregressiveNN
-from probnn.nn.block_neural_arn import BlockNeuralAutoregressiveNN
+from probnn.nn.block_neural_arn import BlockNeuralAutoregressiveNN, LeakyTanh, Tanh
 
 SETTINGS = dict(max_examples=12, deadline=None)
 
 
-def _bnaf(dim, factors, residual, seed):
-    init_fn, apply_fn = BlockNeuralAutoregressiveNN(dim, factors, residual)
+def _bnaf(dim, factors, residual, seed, activation=None):
+    init_fn, apply_fn = BlockNeuralAutoregressiveNN(dim, factors, residual, activation)
     _, params = init_fn(jax.random.PRNGKey(seed), (dim,))
     if residual == "gated":
         params[-1] = jnp.asarray(0.3 * seed - 1.0)
@@ -76,7 +76,31 @@ def test_bnaf_log_det_is_the_autodiff_jacobians(dim, factors, residual, seed, da
     x = jnp.asarray(
         data.draw(st.lists(st.floats(-3, 3), min_size=dim, max_size=dim)), jnp.float32
     )
-    _check_jacobian(_bnaf(dim, factors, residual, seed), x, np.arange(dim))
+    activation = data.draw(
+        st.sampled_from([None, Tanh(), LeakyTanh(0.2)]), label="activation"
+    )
+    flow = _bnaf(dim, factors, residual, seed, activation)
+    _check_jacobian(flow, x, np.arange(dim))
+
+
+def test_leaky_bnaf_maps_onto_the_line_and_its_inverse_density_integrates_to_one():
+    # with LeakyTanh the flow is a bijection of R, so the Normal pulled back
+    # through it is a density: its integral over a wide grid is 1
+    flow = _bnaf(1, [4, 3], None, 2)
+    pulled = dist.TransformedDistribution(dist.Normal(jnp.zeros(1), 0.5), flow.inv)
+    # fine where the flow is steep (its image of [-20, 20] holds most of the
+    # Normal's mass), coarse out to +-2000, where LeakyTanh's small slope
+    # leaves a thin, slowly varying tail
+    grid = np.concatenate(
+        [
+            np.linspace(-2000.0, -20.0, 20000, endpoint=False),
+            np.linspace(-20.0, 20.0, 40001),
+            np.linspace(20.0, 2000.0, 20000)[1:],
+        ]
+    )
+    x = jnp.asarray(grid, jnp.float32)[:, None]
+    density = jnp.exp(jax.jit(pulled.log_prob)(x))
+    assert abs(float(jnp.trapezoid(density, x[:, 0])) - 1.0) < 0.01
 
 
 @settings(**SETTINGS)
@@ -194,3 +218,17 @@ def test_flow_guides_refuse_what_they_cannot_do():
         BlockNeuralAutoregressiveNN(3, [0])
     with pytest.raises(ValueError, match="permutation"):
         AutoregressiveNN(3, [4], permutation=[0, 1, 1])
+
+
+def test_tril_vector_round_trip():
+    from probnn.distributions.util import matrix_to_tril_vec, vec_to_tril_matrix
+
+    x = jnp.arange(32.0).reshape(2, 4, 4)
+    for diagonal in (0, -1, -2):
+        vec = matrix_to_tril_vec(x, diagonal)
+        assert vec.shape == (2, (4 + diagonal) * (5 + diagonal) // 2)
+        np.testing.assert_array_equal(
+            vec_to_tril_matrix(vec, diagonal), np.tril(np.asarray(x), diagonal)
+        )
+    with pytest.raises(ValueError, match="no square lower triangle"):
+        vec_to_tril_matrix(jnp.ones(4))
