@@ -79,23 +79,17 @@ def _masked_dense(dim: int, in_factor: int, out_factor: int):
     diagonal, below = _block_masks(dim, out_factor, in_factor)
 
     def init_fn(key, input_shape):
-        w_key, b_key = jax.random.split(key)
-        fan_in = dim * in_factor
-        bound = np.sqrt(6.0 / (fan_in + dim * out_factor))
-        w = jax.random.uniform(
-            w_key, (dim * out_factor, fan_in), minval=-bound, maxval=bound
-        )
-        # the log row norms of the effective weights: the normalisation
-        # starts as the identity
-        effective = jnp.where(diagonal, jnp.exp(w), jnp.where(below, w, 0.0))
-        log_norm = 0.5 * jnp.log(jnp.sum(effective**2, axis=-1))
-        b = jax.random.uniform(
-            b_key,
-            (dim * out_factor,),
-            minval=-1 / np.sqrt(fan_in),
-            maxval=1 / np.sqrt(fan_in),
-        )
-        return tuple(input_shape[:-1]) + (dim * out_factor,), (w, log_norm, b)
+        w_key, s_key, b_key = jax.random.split(key, 3)
+        fan_in, fan_out = dim * in_factor, dim * out_factor
+        bound = np.sqrt(6.0 / (fan_in + fan_out))
+        w = jax.random.uniform(w_key, (fan_out, fan_in), minval=-bound, maxval=bound)
+        # each normalised weight row starts with a length drawn from (0, 1), so
+        # that the initial map is gentle (rows of length one would multiply
+        # slopes up layer by layer: all weights of a 1-D flow are positive)
+        log_scale = jnp.log(jax.random.uniform(s_key, (fan_out,), minval=1e-3))
+        b = jax.random.uniform(b_key, (fan_out,), minval=-1.0, maxval=1.0)
+        b = b / np.sqrt(fan_out)
+        return tuple(input_shape[:-1]) + (fan_out,), (w, log_scale, b)
 
     def apply_fn(params, inputs):
         """``(h, log_dh)`` -> the layer's output and the log-derivatives
