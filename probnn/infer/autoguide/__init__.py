@@ -31,12 +31,14 @@ from probnn.infer.autoguide._continuous import (
     AutoLowRankMultivariateNormal,
     AutoMultivariateNormal,
 )
+from probnn.infer.autoguide._dais import AutoDAIS
 from probnn.infer.autoguide._flows import AutoBNAFNormal, AutoIAFNormal
 from probnn.infer.autoguide._local import AutoDelta, AutoNormal
 
 __all__ = [
     "AutoBNAFNormal",
     "AutoContinuous",
+    "AutoDAIS",
     "AutoDelta",
     "AutoDiagonalNormal",
     "AutoGuide",

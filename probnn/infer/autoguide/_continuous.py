@@ -98,12 +98,17 @@ class AutoContinuous(AutoGuide):
     def _get_posterior(self):
         raise NotImplementedError
 
-    def _guide(self, *args, **kwargs) -> dict:
-        latent = sample(
+    def _sample_latent(self, *args, **kwargs):
+        """Draw the flattened unconstrained latent vector (at the auxiliary
+        site ``_{prefix}_latent``)."""
+        return sample(
             f"_{self.prefix}_latent",
             self._get_posterior(),
             infer={"is_auxiliary": True},
         )
+
+    def _guide(self, *args, **kwargs) -> dict:
+        latent = self._sample_latent(*args, **kwargs)
         result = {}
         for name, unconstrained in self._unpack_latent(latent).items():
             site = self._latents[name]
