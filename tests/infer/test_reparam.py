@@ -308,7 +308,10 @@ def _trained_neutra(guide_class, steps=300):
     return NeuTraReparam(guide, result.params), y
 
 
-@pytest.mark.parametrize("guide_name", ["AutoDiagonalNormal", "AutoMultivariateNormal"])
+@pytest.mark.parametrize(
+    "guide_name",
+    ["AutoDiagonalNormal", "AutoMultivariateNormal", "AutoIAFNormal", "AutoBNAFNormal"],
+)
 def test_neutra_density_is_the_model_density_pulled_back_through_the_flow(guide_name):
     from probnn.infer import autoguide
 
