@@ -262,6 +262,39 @@ class MCMC:
             collect=collect_warmup,
         )
 
+    def _compile(self, rng_key, *args, extra_fields=(), init_params=None, **kwargs):
+        """Build the compiled warmup and sampling programs for these
+        arguments ahead of :meth:`warmup` and :meth:`run` (NumPyro's private
+        ``MCMC._compile``), leaving the sampler as it was: no state, draws
+        or warmup result change. The programs are built by running them once
+        from this key, and the results are discarded."""
+        saved = (
+            self.last_state,
+            self.post_warmup_state,
+            self._samples,
+            self._extra,
+            getattr(self, "_unravel", None),
+        )
+        try:
+            self.warmup(
+                rng_key,
+                *args,
+                extra_fields=extra_fields,
+                init_params=init_params,
+                **kwargs,
+            )
+            self.run(
+                self.last_state.rng_key, *args, extra_fields=extra_fields, **kwargs
+            )
+        finally:
+            (
+                self.last_state,
+                self.post_warmup_state,
+                self._samples,
+                self._extra,
+                self._unravel,
+            ) = saved
+
     def _with_chain_axis(self, state):
         """A state as ``last_state`` shows it, with the chain axis that one
         chain's state is shown without."""
@@ -407,10 +440,15 @@ class MCMC:
             self._samples, self._extra = {}, {}
 
     def _chain_keys(self, rng_key):
-        """One key per chain: split from ``rng_key``, or ``rng_key`` itself
-        when it already holds one key per chain (e.g. ``last_state.rng_key``)."""
+        """One key per chain: split from ``rng_key`` (one chain takes the key
+        itself, as in NumPyro, so that ``warmup(key)`` and then
+        ``run(last_state.rng_key)`` draws what ``run(key)`` draws), or
+        ``rng_key`` itself when it already holds one key per chain (e.g.
+        ``last_state.rng_key`` of several chains)."""
         rng_key = jnp.asarray(rng_key)
         batch_ndim = rng_key.ndim if is_typed_key(rng_key) else rng_key.ndim - 1
+        if batch_ndim == 0 and self.num_chains == 1:
+            return rng_key[None]
         if batch_ndim == 0:
             return jax.random.split(rng_key, self.num_chains)
         if rng_key.shape[0] != self.num_chains or batch_ndim != 1:

@@ -586,3 +586,36 @@ def test_declared_plates_scan_steps_and_sites_outside_plates_do_not_warn():
         warnings.filterwarnings("error", message="Missing a plate")
         mcmc.run(jax.random.PRNGKey(0), jnp.ones((6, 3)))
     assert mcmc.get_samples()["z"].shape == (5, 6, 3)
+
+
+@pytest.mark.parametrize("num_chains", [1, 2])
+def test_warmup_then_run_from_the_last_key_draws_what_one_run_draws(num_chains):
+    def model():
+        probnn.sample("x", dist.Normal(0.0, 1.0))
+
+    def sampler():
+        return MCMC(
+            NUTS(model),
+            num_warmup=20,
+            num_samples=10,
+            num_chains=num_chains,
+            chain_method="vectorized",
+            progress_bar=False,
+        )
+
+    key = jax.random.PRNGKey(3)
+    whole = sampler()
+    whole.run(key)
+    split = sampler()
+    # building the programs ahead changes nothing the sampler shows
+    split._compile(key)
+    assert split.last_state is None and split.post_warmup_state is None
+    split.warmup(key)
+    split.run(split.last_state.rng_key)
+    # the same draws, up to the rounding of two differently compiled programs
+    np.testing.assert_allclose(
+        np.asarray(whole.get_samples()["x"]),
+        np.asarray(split.get_samples()["x"]),
+        rtol=1e-4,
+        atol=1e-5,
+    )
