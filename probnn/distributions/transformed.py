@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import weakref
+
 from probnn.distributions import constraints
 from probnn.distributions.distribution import Distribution, _not_inferable
 from probnn.distributions.transforms import ComposeTransform, Transform
 from probnn.distributions.util import sum_rightmost
 
 __all__ = ["TransformedDistribution"]
+
+
+def _forget_draw(owner):
+    """A weakref callback that drops ``owner``'s kept pre-images once the
+    draw they belong to is gone."""
+    owner_ref = weakref.ref(owner)
+
+    def forget(draw_ref):
+        kept = owner_ref()
+        if kept is not None and getattr(kept, "_last_draw", (None,))[0] is draw_ref:
+            kept._last_draw = None
+
+    return forget
 
 
 class TransformedDistribution(Distribution):
@@ -77,14 +92,16 @@ class TransformedDistribution(Distribution):
             intermediates.append(x)
             x = t(x)
         # log_prob of this very draw reads the pre-images instead of
-        # inverting (flows such as BNAF have no closed-form inverse)
-        self._last_draw = (x, intermediates)
+        # inverting (flows such as BNAF have no closed-form inverse); the draw
+        # is held weakly and the pre-images are dropped with it, so that a
+        # distribution outliving a jit trace keeps none of its tracers
+        self._last_draw = (weakref.ref(x, _forget_draw(self)), intermediates)
         return x, intermediates
 
     def log_prob(self, value, intermediates=None):
         self._validate_sample(value)
         last = getattr(self, "_last_draw", None)
-        if intermediates is None and last is not None and last[0] is value:
+        if intermediates is None and last is not None and last[0]() is value:
             intermediates = last[1]
         y = value
         total = 0.0

@@ -163,6 +163,19 @@ def test_a_flow_without_inverse_scores_its_own_draws():
         d.log_prob(y + 0.0)  # another array: would need the inverse
 
 
+def test_a_distribution_sampled_inside_jit_keeps_no_tracer():
+    import gc
+
+    flow = _bnaf(2, [3], None, 0)
+    d = dist.TransformedDistribution(dist.Normal(jnp.zeros(2), 1.0).to_event(1), [flow])
+    with jax.checking_leaks():
+        jax.jit(d.sample)(jax.random.PRNGKey(0))
+    gc.collect()
+    assert d._last_draw is None  # the pre-images went with the traced draw
+    y = d.sample(jax.random.PRNGKey(1))
+    assert np.isfinite(float(d.log_prob(y)))
+
+
 def _correlated():
     # the joint is Gaussian with correlation 1 / sqrt(1.36) = 0.857 between
     # x and y; a mean-field guide's best -ELBO is its KL bound,
