@@ -11,6 +11,7 @@ import numpy as np
 import probnn.distributions as dist
 from probnn.distributions import constraints
 from probnn.handlers import block, seed, substitute
+from probnn.infer.autoguide._base import _check_init_scale
 from probnn.infer.autoguide._continuous import AutoContinuous
 from probnn.infer.initialization import init_to_uniform
 from probnn.infer.util import potential_energy
@@ -77,10 +78,7 @@ class AutoDAIS(AutoContinuous):
             raise ValueError(
                 f"AutoDAIS: gamma_init must lie in (0, 1), got {gamma_init!r}"
             )
-        if not init_scale > 0:
-            raise ValueError(
-                f"AutoDAIS: init_scale must be positive, got {init_scale!r}"
-            )
+        _check_init_scale("AutoDAIS", init_scale)
         self.K = int(K)
         self.base_dist = base_dist
         self.eta_init = eta_init

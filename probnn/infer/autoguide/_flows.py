@@ -24,6 +24,14 @@ from probnn.nn.auto_reg_nn import AutoregressiveNN
 from probnn.nn.block_neural_arn import BlockNeuralAutoregressiveNN
 
 
+def _num_flows(owner: str, num_flows) -> int:
+    if not isinstance(num_flows, int) or num_flows < 1:
+        raise ValueError(
+            f"{owner}: num_flows must be a positive int, got {num_flows!r}"
+        )
+    return num_flows
+
+
 class _FlowGuide(AutoContinuous):
     """Shared by the flow guides: ``_flows()`` builds the list of
     transforms, registering each network as the module site
@@ -51,8 +59,7 @@ class _FlowGuide(AutoContinuous):
         return ComposeTransform(substitute(self._flows, data=params)())
 
     def get_posterior(self, params: dict):
-        self._require_prototype("get_posterior")
-        flows = substitute(self._flows, data=params)()
+        flows = self.get_transform(params).parts
         return dist.TransformedDistribution(self.get_base_dist(), flows)
 
     def median(self, params: dict) -> dict:
@@ -95,11 +102,7 @@ class AutoIAFNormal(_FlowGuide):
         skip_connections: bool = False,
         nonlinearity=stax.Elu,
     ):
-        if not isinstance(num_flows, int) or num_flows < 1:
-            raise ValueError(
-                f"AutoIAFNormal: num_flows must be a positive int, got {num_flows!r}"
-            )
-        self.num_flows = num_flows
+        self.num_flows = _num_flows("AutoIAFNormal", num_flows)
         self._hidden_dims = hidden_dims
         self._skip_connections = skip_connections
         self._nonlinearity = nonlinearity
@@ -147,11 +150,7 @@ class AutoBNAFNormal(_FlowGuide):
         num_flows: int = 1,
         hidden_factors=(8, 8),
     ):
-        if not isinstance(num_flows, int) or num_flows < 1:
-            raise ValueError(
-                f"AutoBNAFNormal: num_flows must be a positive int, got {num_flows!r}"
-            )
-        self.num_flows = num_flows
+        self.num_flows = _num_flows("AutoBNAFNormal", num_flows)
         self._hidden_factors = list(hidden_factors)
         super().__init__(model, prefix=prefix, init_loc_fn=init_loc_fn)
 
