@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from probnn._collapse import collapse
 from probnn.enumeration import config_enumerate, enum
 from probnn.runtime import (
     _STACK,
@@ -39,6 +40,7 @@ __all__ = [
     "config_enumerate",
     "enum",
     "block",
+    "collapse",
     "condition",
     "do",
     "infer_config",

@@ -182,6 +182,13 @@ def _leaf_shape(value) -> tuple[int, ...]:
     return tuple(np.shape(value))
 
 
+# Functions consulted, innermost last, whenever a distribution is constructed;
+# one may return a stand-in for the distribution (``handlers.collapse`` defers
+# the distributions whose parameters are collapsed sites). Empty outside such a
+# handler, so construction costs one list test.
+_CONSTRUCTION_HOOKS: list = []
+
+
 class Distribution:
     """Base class of probnn distributions.
 
@@ -203,6 +210,14 @@ class Distribution:
     reparametrized_params: ClassVar[tuple[str, ...]] = ()
     pytree_data_fields: ClassVar[tuple[str, ...]] = ()
     pytree_aux_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __new__(cls, *args, **kwargs):
+        if _CONSTRUCTION_HOOKS:
+            stand_in = _CONSTRUCTION_HOOKS[-1](cls, args, kwargs)
+            if stand_in is not None:
+                # not an instance of cls, so __init__ is skipped
+                return stand_in
+        return object.__new__(cls)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
