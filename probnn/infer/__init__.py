@@ -13,6 +13,7 @@ from probnn.infer.elbo import (
     TraceMeanField_ELBO,
 )
 from probnn.infer.hmc import HMC, NUTS, HMCState
+from probnn.infer.hmc_gibbs import HMCECS
 from probnn.infer.initialization import (
     init_to_feasible,
     init_to_mean,
@@ -35,6 +36,7 @@ from probnn.infer.util import (
 __all__ = [
     "ELBO",
     "HMC",
+    "HMCECS",
     "HMCState",
     "MCMC",
     "NUTS",

@@ -331,15 +331,16 @@ class MCMC:
     ):
         kernel = self.sampler
         sample_field = kernel.sample_field
+        state_fields = _STATE_FIELDS | set(getattr(kernel, "extra_state_fields", ()))
         removed = []
         for name in extra_fields:
             if name.startswith(f"~{sample_field}."):
                 # "~z.a": leave site a out of the samples
                 removed.append(name[len(sample_field) + 2 :])
-            elif name.split(".", 1)[0] not in _STATE_FIELDS:
+            elif name.split(".", 1)[0] not in state_fields:
                 raise ValueError(
                     f"MCMC: extra field {name!r} is not a state field; choose from "
-                    f"{sorted(_STATE_FIELDS)} (a dotted path such as 'z.a' or "
+                    f"{sorted(state_fields)} (a dotted path such as 'z.a' or "
                     "'adapt_state.step_size' reaches inside one)"
                 )
         # the sample field itself is what get_samples returns

@@ -1,0 +1,1 @@
+"""Helpers for NumPyro's example scripts (``numpyro.examples``)."""
