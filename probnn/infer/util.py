@@ -184,6 +184,12 @@ def _log_joint(fn: Callable, args: tuple, kwargs: dict):
         enumerated = enum(fn, first_available_dim=-nesting - 1)
         model_trace = trace(enumerated).get_trace(*args, **kwargs)
         return contract_trace(model_trace), model_trace
+    if any(
+        "_enumerate_dim" in (site.get("infer") or {}) for site in model_trace.values()
+    ):
+        # an enum handler inside fn enumerated sites already: sum them out
+        # (adding up the enumerated values' densities would be no density)
+        return contract_trace(model_trace), model_trace
     log_joint = jnp.zeros(())
     for site in model_trace.values():
         if site["type"] == "sample":

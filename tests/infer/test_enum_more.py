@@ -890,3 +890,28 @@ def test_sites_in_crossing_plates_linked_by_enumeration_is_a_value_error():
 
     with pytest.raises(ValueError, match=r"\['obs'\].*\['x', 'y'\].*intractable"):
         TraceEnum_ELBO().loss(KEY, {}, model, lambda: None)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_log_density_of_an_explicitly_enumerated_model_sums_out(seed):
+    """log_density(enum(model)) gives the marginal, as log_density(model)
+    does: the enumerated values' densities are summed out, not added up."""
+    rng = np.random.default_rng(seed)
+    weights = rng.dirichlet(np.ones(3))
+    locs = rng.normal(size=3) * 2
+    y = rng.normal(size=4)
+
+    def model(y):
+        z = probnn.sample("z", dist.Categorical(jnp.asarray(weights)), infer=PARALLEL)
+        with probnn.plate("n", 4):
+            probnn.sample("y", dist.Normal(jnp.asarray(locs)[z], 1.0), obs=y)
+
+    expected = logsumexp(
+        jnp.array(
+            [np.log(w) + norm.logpdf(y, m, 1.0).sum() for w, m in zip(weights, locs)]
+        )
+    )
+    wrapped = probnn.handlers.enum(model, first_available_dim=-2)
+    for fn in (model, wrapped):
+        value, _ = log_density(fn, (jnp.asarray(y),), {}, {})
+        np.testing.assert_allclose(value, expected, rtol=RTOL, atol=ATOL)
