@@ -31,8 +31,12 @@ scaled (subsampled) likelihood.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -106,18 +110,10 @@ class _Deferred:
         self.reinterpreted = reinterpreted
         self.mask_value = mask
 
-    def _replace(self, **changes):
-        fields = {
-            "cls": self.cls,
-            "arguments": self.arguments,
-            "param": self.param,
-            "latent": self.latent,
-            "shaped": self._shaped,
-            "reinterpreted": self.reinterpreted,
-            "mask": self.mask_value,
-        }
-        fields.update(changes)
-        return _Deferred(**fields)
+    def _replace(self, **attributes):
+        new = copy.copy(self)
+        new.__dict__.update(attributes)
+        return new
 
     @property
     def batch_shape(self):
@@ -136,7 +132,7 @@ class _Deferred:
         tail = self._shaped.batch_shape[
             len(self._shaped.batch_shape) - self.reinterpreted :
         ]
-        return self._replace(shaped=self._shaped.expand(tuple(batch_shape) + tail))
+        return self._replace(_shaped=self._shaped.expand(tuple(batch_shape) + tail))
 
     def expand_by(self, sample_shape):
         return self.expand(tuple(sample_shape) + self.batch_shape)
@@ -150,12 +146,10 @@ class _Deferred:
         return self._replace(reinterpreted=self.reinterpreted + int(n))
 
     def mask(self, mask):
-        if isinstance(mask, bool):
-            mask = jnp.asarray(mask)
         mask = _pad_right(jnp.asarray(mask), self.reinterpreted)
         if self.mask_value is not None:
             mask = jnp.logical_and(self.mask_value, mask)
-        return self._replace(mask=mask)
+        return self._replace(mask_value=mask)
 
     def __getattr__(self, attribute):
         if attribute.startswith("__"):
@@ -207,7 +201,7 @@ def _unwrap(fn):
 # parameters, into the log marginal likelihood.
 
 
-def _beta_statistics(lik, args, x, w):
+def _beta_statistics(lik, args, x, w, prior):
     # log p(x | p) = base + a log p + b log(1 - p)
     if issubclass(lik, discrete.Binomial):
         n = jnp.asarray(args["total_count"], x.dtype)
@@ -223,7 +217,7 @@ def _beta_marginal(prior, s):
     return s["base"] + betaln(a + s["a"], b + s["b"]) - betaln(a, b)
 
 
-def _gamma_statistics(lik, args, x, w):
+def _gamma_statistics(lik, args, x, w, prior):
     # log p(x | r) = base + a log r - b r
     if issubclass(lik, discrete.Poisson):
         return {"a": w * x, "b": w * jnp.ones_like(x), "base": -w * gammaln(x + 1)}
@@ -245,9 +239,10 @@ def _gamma_marginal(prior, s):
     )
 
 
-def _dirichlet_statistics(lik, args, x, w, size):
+def _dirichlet_statistics(lik, args, x, w, prior):
     # log p(x | p) = base + sum_k counts_k log p_k
     if issubclass(lik, discrete.Categorical):
+        size = prior.concentration.shape[-1]
         counts = jax.nn.one_hot(x, size, dtype=w.dtype) * w[..., None]
         return {"counts": counts, "base": jnp.zeros_like(w)}
     n = jnp.sum(x, -1)
@@ -265,11 +260,11 @@ def _dirichlet_marginal(prior, s):
     )
 
 
-def _normal_statistics(lik, args, x, w, loc):
+def _normal_statistics(lik, args, x, w, prior):
     # Centred on the prior mean, so that the quadratic form keeps its digits.
     scale = jnp.asarray(args["scale"], x.dtype)
     precision = w / jnp.square(scale)
-    centred = x - loc
+    centred = x - prior.loc
     base = w * (-0.5 * math.log(2 * math.pi) - jnp.log(scale))
     return {
         "precision": precision,
@@ -290,41 +285,68 @@ def _normal_marginal(prior, s):
     )
 
 
-# (prior class, likelihood class, the likelihood's parameter the latent is)
-_CONJUGATE = (
-    (bounded.Beta, discrete.Bernoulli, "probs"),
-    (bounded.Beta, discrete.Binomial, "probs"),
-    (bounded.Beta, discrete.Geometric, "probs"),
-    (positive.Gamma, discrete.Poisson, "rate"),
-    (positive.Gamma, positive.Exponential, "rate"),
-    (multivariate.Dirichlet, discrete.Categorical, "probs"),
-    (multivariate.Dirichlet, discrete.Multinomial, "probs"),
-    (continuous.Normal, continuous.Normal, "loc"),
+class _Family(NamedTuple):
+    """A conjugate prior: its parameters, the likelihoods it is conjugate to
+    (class and the parameter the latent is), and its two functions above."""
+
+    prior: type
+    fields: tuple[str, ...]
+    likelihoods: tuple[tuple[type, str], ...]
+    statistics: Callable
+    marginal: Callable
+
+    def takes(self, lik, param) -> bool:
+        return any(issubclass(lik, c) and param == q for c, q in self.likelihoods)
+
+    def parameters(self, prior, batch_shape):
+        """The prior's parameters broadcast to its full batch shape."""
+        shape = batch_shape + prior.event_shape
+        return SimpleNamespace(
+            **{
+                name: jnp.broadcast_to(jnp.asarray(getattr(prior, name)), shape)
+                for name in self.fields
+            }
+        )
+
+
+_FAMILIES = (
+    _Family(
+        bounded.Beta,
+        ("concentration1", "concentration0"),
+        (
+            (discrete.Bernoulli, "probs"),
+            (discrete.Binomial, "probs"),
+            (discrete.Geometric, "probs"),
+        ),
+        _beta_statistics,
+        _beta_marginal,
+    ),
+    _Family(
+        positive.Gamma,
+        ("concentration", "rate"),
+        ((discrete.Poisson, "rate"), (positive.Exponential, "rate")),
+        _gamma_statistics,
+        _gamma_marginal,
+    ),
+    _Family(
+        multivariate.Dirichlet,
+        ("concentration",),
+        ((discrete.Categorical, "probs"), (discrete.Multinomial, "probs")),
+        _dirichlet_statistics,
+        _dirichlet_marginal,
+    ),
+    _Family(
+        continuous.Normal,
+        ("loc", "scale"),
+        ((continuous.Normal, "loc"),),
+        _normal_statistics,
+        _normal_marginal,
+    ),
 )
 
 
-def _is_conjugate(prior, lik, param):
-    return any(
-        isinstance(prior, p) and issubclass(lik, family) and param == q
-        for p, family, q in _CONJUGATE
-    )
-
-
-def _broadcast_prior(prior, batch_shape):
-    """The prior's parameters broadcast to its full batch shape."""
-    event = prior.event_shape
-    fields = {
-        bounded.Beta: ("concentration1", "concentration0"),
-        positive.Gamma: ("concentration", "rate"),
-        multivariate.Dirichlet: ("concentration",),
-        continuous.Normal: ("loc", "scale"),
-    }
-    names = next(v for k, v in fields.items() if isinstance(prior, k))
-    params = {
-        name: jnp.broadcast_to(jnp.asarray(getattr(prior, name)), batch_shape + event)
-        for name in names
-    }
-    return type("_Params", (), params)()
+def _family_of(prior):
+    return next((f for f in _FAMILIES if isinstance(prior, f.prior)), None)
 
 
 class collapse(Messenger):
@@ -395,13 +417,15 @@ class collapse(Messenger):
         latent = bound.arguments[param]
         prior = self._latents[latent.name]["fn"]
         base, _ = _unwrap(prior)
-        if not _is_conjugate(base, cls, param):
+        if not _family_of(base).takes(cls, param):
             raise NotImplementedError(
                 f"collapse: {cls.__name__}({param}={latent.name}) is not conjugate "
                 f"to the {type(base).__name__} prior of site {latent.name!r}; known "
                 "pairs: "
                 + ", ".join(
-                    f"{p.__name__}-{lik.__name__}({q})" for p, lik, q in _CONJUGATE
+                    f"{f.prior.__name__}-{lik.__name__}({q})"
+                    for f in _FAMILIES
+                    for lik, q in f.likelihoods
                 )
             )
         stand_in = jnp.broadcast_to(prior.mean, latent.shape)
@@ -442,17 +466,17 @@ class collapse(Messenger):
                 "cannot be masked"
             )
         base, _ = _unwrap(fn)
-        if not any(isinstance(base, p) for p, _, _ in _CONJUGATE):
+        if _family_of(base) is None:
             raise NotImplementedError(
                 f"collapse: latent site {name!r} has a {type(base).__name__} "
                 "prior; collapse integrates out Beta, Gamma, Dirichlet and "
                 "Normal priors with a conjugate likelihood"
             )
-        shape = tuple(msg["kwargs"]["sample_shape"]) + fn.batch_shape + fn.event_shape
         if msg["kwargs"]["sample_shape"]:
             raise NotImplementedError(
                 f"collapse: latent site {name!r} has sample_shape; use a plate"
             )
+        shape = fn.batch_shape + fn.event_shape
         msg["value"] = CollapsedValue(name, shape, jnp.result_type(float))
         self._latents[name] = msg
         msg["stop"] = True
@@ -488,25 +512,19 @@ class collapse(Messenger):
         base, reinterpreted = _unwrap(prior_fn)
         full = prior_fn.batch_shape + prior_fn.event_shape
         batch = full[: len(full) - len(base.event_shape)]
-        prior = _broadcast_prior(base, batch)
-        event = base.event_shape
+        family = _family_of(base)
+        prior = family.parameters(base, batch)
         statistics = None
         for msg in observed:
-            stats = self._statistics(base, prior, msg, batch + event)
+            stats = self._statistics(family, prior, msg, batch, base.event_shape)
             if statistics is None:
                 statistics = stats
             else:
                 statistics = {k: statistics[k] + stats[k] for k in statistics}
         if statistics is None:  # nothing observed: the prior integrates to one
             log_marginal = jnp.zeros(batch)
-        elif isinstance(base, bounded.Beta):
-            log_marginal = _beta_marginal(prior, statistics)
-        elif isinstance(base, positive.Gamma):
-            log_marginal = _gamma_marginal(prior, statistics)
-        elif isinstance(base, multivariate.Dirichlet):
-            log_marginal = _dirichlet_marginal(prior, statistics)
         else:
-            log_marginal = _normal_marginal(prior, statistics)
+            log_marginal = family.marginal(prior, statistics)
         # dims made event by to_event, then plates opened inside the context
         if reinterpreted:
             log_marginal = log_marginal.sum(axis=tuple(range(-reinterpreted, 0)))
@@ -519,9 +537,9 @@ class collapse(Messenger):
             log_marginal = log_marginal.sum(axis=tuple(inner), keepdims=True)
         return log_marginal
 
-    def _statistics(self, base, prior, msg, latent_shape):
+    def _statistics(self, family, prior, msg, batch, event):
         """Pooled sufficient statistics of one observed site, with the
-        latent's full shape (batch and event)."""
+        latent's batch shape (and event shape, for per-category counts)."""
         fn = msg["fn"]
         shaped = fn._shaped
         lik_event = shaped.event_shape
@@ -539,16 +557,7 @@ class collapse(Messenger):
         weight = jnp.broadcast_to(weight, jnp.broadcast_shapes(weight.shape, obs_batch))
         x = jnp.broadcast_to(x, weight.shape + lik_event)
         args = {k: v for k, v in fn.arguments.items() if k != fn.param}
-        if isinstance(base, bounded.Beta):
-            stats = _beta_statistics(fn.cls, args, x, weight)
-        elif isinstance(base, positive.Gamma):
-            stats = _gamma_statistics(fn.cls, args, x, weight)
-        elif isinstance(base, multivariate.Dirichlet):
-            stats = _dirichlet_statistics(fn.cls, args, x, weight, latent_shape[-1])
-        else:
-            stats = _normal_statistics(fn.cls, args, x, weight, prior.loc)
-        event = base.event_shape
-        batch = latent_shape[: len(latent_shape) - len(event)]
+        stats = family.statistics(fn.cls, args, x, weight, prior)
         # the statistics with the latent's event (Dirichlet counts) keep it
         return {
             k: _sum_to_shape(v, batch + event if v.ndim > weight.ndim else batch)

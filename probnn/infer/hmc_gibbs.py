@@ -549,7 +549,8 @@ class HMCECS:
 
         return run
 
-    def _potential(self, model_args, model_kwargs):
+    def _potential_fn(self, model_args, model_kwargs):
+        """The potential at the subsample that ``model_kwargs`` carries."""
         kwargs = dict(model_kwargs)
         if _ECS_KWARG not in kwargs:
             raise RuntimeError("HMCECS: the potential needs the chain's subsample")
@@ -560,8 +561,12 @@ class HMCECS:
             model = self._estimating_model(indices, gibbs_state, flat)
             return potential_energy(model, model_args, kwargs, unravel(flat))
 
+        return potential
+
+    def _potential(self, model_args, model_kwargs):
         return value_and_grad_fn(
-            potential, self.inner_kernel.forward_mode_differentiation
+            self._potential_fn(model_args, model_kwargs),
+            self.inner_kernel.forward_mode_differentiation,
         )
 
     # -- the chain ---------------------------------------------------------------
@@ -592,9 +597,9 @@ class HMCECS:
             propose_key, indices, gibbs_state, model_args, model_kwargs
         )
         new_kwargs = {**model_kwargs, _ECS_KWARG: (new_indices, new_gibbs_state)}
-        potential_and_grad = self._potential(model_args, new_kwargs)
+        potential = self._potential_fn(model_args, new_kwargs)
         # at a fixed point the potentials differ by the log likelihood estimates
-        new_value, new_grad = potential_and_grad(state.z)
+        new_value = potential(state.z)
         accept_prob = jnp.clip(jnp.exp(state.potential_energy - new_value), max=1.0)
         accept_prob = jnp.where(jnp.isnan(accept_prob), 0.0, accept_prob)
         take = jax.random.uniform(accept_key) < accept_prob
@@ -603,8 +608,16 @@ class HMCECS:
         )
         indices = pick(new_indices, indices)
         gibbs_state = pick(new_gibbs_state, gibbs_state)
+        # the gradient changes only with the subsample: taken on acceptance
+        forward = self.inner_kernel.forward_mode_differentiation
+        z_grad = jax.lax.cond(
+            take,
+            lambda z: value_and_grad_fn(potential, forward)(z)[1],
+            lambda z: state.z_grad,
+            state.z,
+        )
         hmc_state = state.hmc_state._replace(
-            z_grad=pick(new_grad, state.z_grad),
+            z_grad=z_grad,
             potential_energy=pick(new_value, state.potential_energy),
             rng_key=key,
         )

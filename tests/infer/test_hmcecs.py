@@ -145,6 +145,11 @@ def test_chain_keeps_the_proxy_statistics_of_its_current_subsample():
     )
     # the subsample moved: more than the initial indices were visited
     assert kept.total_hessian.shape == (2, 2)
+    # the chain's potential and gradient are those of its final subsample
+    potential = kernel._potential((x, y, 10), {"_hmcecs": (indices, state.gibbs_state)})
+    value, grad = potential(state.z)
+    np.testing.assert_allclose(state.potential_energy, value, rtol=1e-5)
+    np.testing.assert_allclose(state.z_grad, grad, rtol=1e-4, atol=1e-5)
 
 
 def test_bad_configurations_are_refused_by_name():
