@@ -839,7 +839,16 @@ class HMC:
             state.i < self._num_warmup,
         )
         z, z_grad, value, new_energy, num_steps, accept_prob, diverging = out
-        adapt = self._adapt(state.i, adapt, accept_prob, z)
+        adapt = self._adapt(
+            state.i,
+            adapt,
+            accept_prob,
+            z,
+            potential_and_grad,
+            value,
+            z_grad,
+            transition_key,
+        )
         count = state.i + 1
         # running mean over the post-warmup iterations
         n = jnp.maximum(count - self._num_warmup, 1).astype(
@@ -866,7 +875,23 @@ class HMC:
             key,
         )
 
-    def _adapt(self, i, adapt: hu.AdaptState, accept_prob, z) -> hu.AdaptState:
+    def _adapt(
+        self,
+        i,
+        adapt: hu.AdaptState,
+        accept_prob,
+        z,
+        potential_and_grad,
+        value,
+        grad,
+        key,
+    ) -> hu.AdaptState:
+        """The adaptation after warmup iteration ``i``, whose draw ``z`` has
+        potential ``value`` and gradient ``grad``: a dual-averaging step of
+        the step size, the draw fed to the mass-matrix estimate, and at the
+        end of a slow window the new mass matrix, with the step size searched
+        afresh for it (as Stan and NumPyro do; ``key``'s branch draws the
+        search's momentum, leaving the chain's stream alone)."""
         num_warmup = self._num_warmup
         if num_warmup == 0 or not (self.adapt_step_size or self.adapt_mass_matrix):
             return adapt
@@ -874,6 +899,27 @@ class HMC:
         collect, window_end = jnp.asarray(collect), jnp.asarray(window_end)
         warm = i < num_warmup
         t = jnp.minimum(i, num_warmup - 1)
+
+        def end_window(args):
+            step, inverse_mass, scale, welford, averaging = args
+            new = hu.welford_covariance(welford, self.regularize_mass_matrix)
+            if self._mask is not None:
+                new = new * self._mask
+            new_scale = hu.momentum_scale_of(new)
+            fresh = hu.welford_init(z.shape[0], new.ndim == 2, z.dtype)
+            if self.adapt_step_size:
+                step = hu.find_reasonable_step_size(
+                    potential_and_grad,
+                    new,
+                    new_scale,
+                    z,
+                    value,
+                    grad,
+                    jax.random.fold_in(key, 1),
+                    step,
+                )
+                averaging = hu.dual_averaging_init(step)
+            return step, new, new_scale, fresh, averaging
 
         def adapted(adapt):
             step, inverse_mass, scale, averaging, welford = adapt
@@ -886,28 +932,14 @@ class HMC:
                 )
                 step = jnp.exp(averaging.log_step_size)
             if self.adapt_mass_matrix:
-                welford = jax.lax.cond(
+                welford = hu.batch_cond(
                     collect[t], hu.welford_update, lambda w, _: w, welford, z
                 )
-
-                def end_window(args):
-                    inverse_mass, scale, welford, averaging = args
-                    new = hu.welford_covariance(welford, self.regularize_mass_matrix)
-                    if self._mask is not None:
-                        new = new * self._mask
-                    fresh = hu.welford_init(z.shape[0], new.ndim == 2, z.dtype)
-                    averaging = (
-                        hu.dual_averaging_init(step)
-                        if self.adapt_step_size
-                        else averaging
-                    )
-                    return new, hu.momentum_scale_of(new), fresh, averaging
-
-                inverse_mass, scale, welford, averaging = jax.lax.cond(
+                step, inverse_mass, scale, welford, averaging = hu.batch_cond(
                     window_end[t],
                     end_window,
                     lambda args: args,
-                    (inverse_mass, scale, welford, averaging),
+                    (step, inverse_mass, scale, welford, averaging),
                 )
             if self.adapt_step_size:
                 step = jnp.where(
@@ -915,7 +947,7 @@ class HMC:
                 )
             return hu.AdaptState(step, inverse_mass, scale, averaging, welford)
 
-        return jax.lax.cond(warm, adapted, lambda a: a, adapt)
+        return hu.batch_cond(warm, adapted, lambda a: a, adapt)
 
     def _num_leapfrog(self, step):
         if self.num_steps is not None:

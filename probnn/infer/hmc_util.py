@@ -84,6 +84,32 @@ class DualAveragingState(NamedTuple):
     prox_center: Any
 
 
+@jax.custom_batching.custom_vmap
+def _any_in_batch(pred):
+    return pred
+
+
+@_any_in_batch.def_vmap
+def _any_in_batch_rule(axis_size, in_batched, pred):
+    # a batch of predicates becomes one: whether any member's holds
+    return (jnp.any(pred) if in_batched[0] else pred), False
+
+
+def batch_cond(pred, true_fn, false_fn, *operands):
+    """``lax.cond(pred, true_fn, false_fn, *operands)`` that stays a branch
+    under ``vmap``: where ``lax.cond`` would run both functions for every
+    member of a batch of predicates (chains adapting in step: every
+    iteration would pay for the window-end step size search), this runs
+    ``true_fn`` once for the batch when any member's predicate holds and
+    keeps each member's own outcome."""
+
+    def both(*operands):
+        taken, kept = true_fn(*operands), false_fn(*operands)
+        return jax.tree.map(lambda a, b: jnp.where(pred, a, b), taken, kept)
+
+    return jax.lax.cond(_any_in_batch(pred), both, false_fn, *operands)
+
+
 def dual_averaging_init(step_size) -> DualAveragingState:
     zero = jnp.zeros((), jnp.result_type(float))
     log_step = jnp.log(jnp.asarray(step_size, zero.dtype))
