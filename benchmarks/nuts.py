@@ -598,21 +598,27 @@ COLUMNS = (
 
 def run_workload(workload, impls, args, ess):
     results, notes = {}, {}
-    for impl in impls:
-        runs = []
-        for process in range(args.processes):
+    runs = {impl: [] for impl in impls}
+    # key by key, every implementation in turn: a slow spell of the machine
+    # then falls on all of them alike
+    for process in range(args.processes):
+        for impl in impls:
+            if impl in notes:
+                continue
             run = run_child(impl, workload, args, args.seed + process)
             if isinstance(run, str):
                 notes[impl] = run
-                break
+                continue
             run["min_ess"] = min_ess(run.pop("samples"), ess)
             run["ess_per_s"] = run["min_ess"] / run["run"]
-            runs.append(run)
+            runs[impl].append(run)
+    for impl in impls:
         if impl not in notes:
+            first = runs[impl][0]
             results[impl] = {
-                key: statistics.median(r[key] for r in runs) for key in runs[0]
+                key: statistics.median(r[key] for r in runs[impl]) for key in first
             }
-            results[impl]["runs"] = runs
+            results[impl]["runs"] = runs[impl]
 
     print(
         f"\n{TITLES[workload]}: {args.num_warmup} warmup + {args.num_samples} draws,"
