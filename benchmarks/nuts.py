@@ -68,6 +68,13 @@ implementation with the same keys).
     python benchmarks/nuts.py [--workload NAME|all] [--impl all|probnn|numpyro|blackjax]
         [--num-warmup 500] [--num-samples 500] [--processes 1] [--repeats 3]
         [--seed 0] [--json benchmarks/results/nuts.json] [--check]
+        [--ess-seeds N]
+
+``--ess-seeds N`` measures no time: each implementation runs keys ``--seed``
+to ``--seed`` + N - 1 in one process and the table gives the median and
+quartiles of the min ESS, the median step size, and which site the min ESS
+fell on; eight keys cannot tell a 15% difference in min ESS from luck, 32
+usually can.
 """
 
 from __future__ import annotations
@@ -440,11 +447,11 @@ def initial_position(workload, key):
     }
 
 
-def run_blackjax(workload, args, num_warmup, num_samples, seed, repeats):
-    start = time.perf_counter()
+def blackjax_sampler(workload, num_warmup, num_samples):
+    """``(key, data) -> (draws, (leapfrogs, warmup leapfrogs, divergences),
+    step size)``: BlackJAX's window adaptation then NUTS, not yet compiled."""
     import blackjax
 
-    import_seconds = time.perf_counter() - start
     logdensity_with_data, constrain = log_density(workload)
 
     def sample(key, data):
@@ -475,6 +482,15 @@ def run_blackjax(workload, args, num_warmup, num_samples, seed, repeats):
         )
         return jax.vmap(constrain)(positions), counts, parameters["step_size"]
 
+    return sample
+
+
+def run_blackjax(workload, args, num_warmup, num_samples, seed, repeats):
+    start = time.perf_counter()
+    import blackjax  # noqa: F401
+
+    import_seconds = time.perf_counter() - start
+    sample = blackjax_sampler(workload, num_warmup, num_samples)
     key = jax.random.PRNGKey(seed)
     start = time.perf_counter()
     compiled = jax.jit(sample)
@@ -541,6 +557,80 @@ def measure(impl, workload, num_warmup, num_samples, seed, repeats):
         k: np.asarray(v, np.float64).tolist() for k, v in samples.items() if k != "z"
     }
     return out
+
+
+def sampler_statistics(impl, workload, num_warmup, num_samples, seeds):
+    """Per key (no timing): the draws' min ESS, the coordinate it falls on,
+    and the adapted step size, each implementation compiling once where it
+    can (NumPyro compiles every run)."""
+    args = jax.block_until_ready(workload_args(workload))
+    ess, _ = ess_function()
+    if impl == "blackjax":
+        compiled = jax.jit(blackjax_sampler(workload, num_warmup, num_samples))
+
+        def one(key):
+            samples, _, step_size = compiled(key, args)
+            return samples, step_size
+
+    else:
+        ppl = importlib.import_module(impl)
+        dist = importlib.import_module(f"{impl}.distributions")
+        infer = importlib.import_module(f"{impl}.infer")
+        mcmc = infer.MCMC(
+            infer.NUTS(ppl_model(ppl, dist, workload), dense_mass=workload in DENSE),
+            num_warmup=num_warmup,
+            num_samples=num_samples,
+            progress_bar=False,
+        )
+
+        def one(key):
+            mcmc.run(key, *args)
+            return mcmc.get_samples(), mcmc.last_state.adapt_state.step_size
+
+    out = []
+    for seed in seeds:
+        samples, step_size = one(jax.random.PRNGKey(seed))
+        samples = {k: v for k, v in samples.items() if k != "z"}
+        lowest = {k: min_ess({k: v}, ess) for k, v in samples.items()}
+        site = min(lowest, key=lowest.get)
+        out.append(
+            {"min_ess": lowest[site], "site": site, "step_size": float(step_size)}
+        )
+    return out
+
+
+def run_ess_study(workload, impls, args):
+    """``--ess-seeds N``: sampler statistics over N keys per implementation
+    (one process each), medians and quartiles."""
+    print(
+        f"\n{TITLES[workload]}: min ESS over {args.ess_seeds} keys"
+        f" (from {args.seed}), {args.num_warmup} warmup + {args.num_samples} draws"
+    )
+    report = {}
+    for impl in impls:
+        command = [sys.executable, __file__, "--child-ess", impl]
+        command += ["--workload", workload, "--seed", str(args.seed)]
+        command += ["--ess-seeds", str(args.ess_seeds)]
+        command += ["--num-warmup", str(args.num_warmup)]
+        command += ["--num-samples", str(args.num_samples)]
+        out = subprocess.run(command, capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"  {impl:10}FAILED: {out.stderr.strip().splitlines()[-1:]}")
+            continue
+        runs = json.loads(out.stdout.strip().splitlines()[-1])
+        values = np.array([r["min_ess"] for r in runs])
+        steps = np.array([r["step_size"] for r in runs])
+        sites = sorted({r["site"] for r in runs})
+        counts = ", ".join(
+            f"{site} {sum(r['site'] == site for r in runs)}" for site in sites
+        )
+        q1, median, q3 = np.percentile(values, [25, 50, 75])
+        print(
+            f"  {impl:10} min ESS median {median:6.1f} (quartiles {q1:.1f}-{q3:.1f}),"
+            f" step median {np.median(steps):.3f}; lowest at: {counts}"
+        )
+        report[impl] = {"median_min_ess": median, "runs": runs}
+    return report
 
 
 def run_child(impl, workload, args, seed):
@@ -677,8 +767,21 @@ def main(argv=None):
         action="store_true",
         help="only check BlackJAX's hand-written log densities against probnn's",
     )
+    parser.add_argument(
+        "--ess-seeds",
+        type=int,
+        help="only sampler statistics (min ESS, step size) over this many keys",
+    )
     parser.add_argument("--child", choices=IMPLS, help=argparse.SUPPRESS)
+    parser.add_argument("--child-ess", choices=IMPLS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child_ess:
+        seeds = range(args.seed, args.seed + args.ess_seeds)
+        out = sampler_statistics(
+            args.child_ess, args.workload, args.num_warmup, args.num_samples, seeds
+        )
+        print(json.dumps(out))
+        return None
     if args.child:
         workload = "logreg" if args.workload == "all" else args.workload
         out = measure(
@@ -704,7 +807,10 @@ def main(argv=None):
     )
     impls = IMPLS if args.impl == "all" else (args.impl,)
     workloads = WORKLOADS if args.workload == "all" else (args.workload,)
-    report = {w: run_workload(w, impls, args, ess) for w in workloads}
+    if args.ess_seeds:
+        report = {w: run_ess_study(w, impls, args) for w in workloads}
+    else:
+        report = {w: run_workload(w, impls, args, ess) for w in workloads}
     if args.json:
         payload = {
             "jax": jax.__version__,
