@@ -101,10 +101,7 @@ def test_step_size_is_searched_afresh_when_the_mass_matrix_changes():
 
 
 def test_batch_cond_runs_the_branch_once_for_a_batch():
-    calls = []
-
     def taken(x):
-        calls.append(x)
         return x * 10.0
 
     def kept(x):
